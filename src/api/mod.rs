@@ -1,0 +1,186 @@
+//! The REST API (axum): operators' endpoints under `/v1`, the agent's endpoints
+//! under `/v1/agent`, the boot script, health, metrics and the OpenAPI document.
+//!
+//! Handlers never hold SQL: they call the store's typed operations. Every error
+//! leaves as `{"error": {"code": "...", "message": "..."}}` with a stable code;
+//! malformed bodies are refused before anything is written.
+
+mod agent;
+mod error;
+mod events;
+mod nodes;
+pub mod openapi;
+mod tokens;
+
+pub use error::{ApiError, ApiJson};
+
+use crate::bmc::Drivers;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::store::{Role, Store};
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{Method, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub cfg: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+    pub drivers: Drivers,
+    /// The newest event id known to this process (wakes the live stream).
+    pub events_head: watch::Receiver<i64>,
+    token_cache: Arc<Mutex<HashMap<String, (Role, Instant)>>>,
+}
+
+impl AppState {
+    pub fn new(
+        store: Store,
+        cfg: Arc<Config>,
+        metrics: Arc<Metrics>,
+        drivers: Drivers,
+        events_head: watch::Receiver<i64>,
+    ) -> Self {
+        AppState {
+            store,
+            cfg,
+            metrics,
+            drivers,
+            events_head,
+            token_cache: Arc::default(),
+        }
+    }
+
+    async fn role_of(&self, token: &str) -> Result<Option<Role>, ApiError> {
+        const TTL: Duration = Duration::from_secs(2);
+        if let Some((role, at)) = self
+            .token_cache
+            .lock()
+            .ok()
+            .and_then(|c| c.get(token).copied())
+        {
+            if at.elapsed() < TTL {
+                return Ok(Some(role));
+            }
+        }
+        let role = self.store.api_token_role(token).await?;
+        if let (Some(r), Ok(mut c)) = (role, self.token_cache.lock()) {
+            if c.len() > 10_000 {
+                c.clear();
+            }
+            c.insert(token.to_string(), (r, Instant::now()));
+        }
+        Ok(role)
+    }
+
+    fn forget_tokens(&self) {
+        if let Ok(mut c) = self.token_cache.lock() {
+            c.clear();
+        }
+    }
+}
+
+/// The bearer token of a request, if any.
+pub(crate) fn bearer(req_headers: &axum::http::HeaderMap) -> Option<&str> {
+    req_headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+/// Operator auth: any valid token may read; writes and token management need admin.
+async fn operator_auth(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(token) = bearer(req.headers()) else {
+        return ApiError::unauthorized("send 'Authorization: Bearer <token>' (the first admin token is in the data directory's admin.token)").into_response();
+    };
+    let role = match app.role_of(token).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return ApiError::unauthorized("unknown or revoked token").into_response(),
+        Err(e) => return e.into_response(),
+    };
+    let path = req.uri().path();
+    let needs_admin =
+        !matches!(*req.method(), Method::GET | Method::HEAD) || path.starts_with("/v1/tokens");
+    if needs_admin && role != Role::Admin {
+        return ApiError::forbidden("this token is read-only; this request needs an admin token")
+            .into_response();
+    }
+    next.run(req).await
+}
+
+/// Counts and times every request by its route template.
+async fn track(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let resp = next.run(req).await;
+    app.metrics
+        .http_request(&method, &route, resp.status().as_u16(), started.elapsed());
+    resp
+}
+
+/// The whole HTTP application.
+pub fn router(app: AppState) -> Router {
+    let operator = Router::new()
+        .route("/v1/nodes", post(nodes::create).get(nodes::list))
+        .route(
+            "/v1/nodes/{id}",
+            get(nodes::show).patch(nodes::update).delete(nodes::delete),
+        )
+        .route("/v1/nodes/{id}/actions/{action}", post(nodes::action))
+        .route("/v1/nodes/{id}/events", get(events::node_events))
+        .route("/v1/nodes/{id}/inventory", get(nodes::inventory))
+        .route("/v1/nodes/{id}/steps", get(nodes::steps))
+        .route("/v1/events/stream", get(events::stream))
+        .route("/v1/tokens", post(tokens::create).get(tokens::list))
+        .route("/v1/tokens/{id}", axum::routing::delete(tokens::delete))
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(app.clone(), operator_auth));
+    let open = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/v1/openapi.json", get(openapi::serve))
+        .route("/boot.ipxe", get(agent::boot_script))
+        .route("/v1/agent/inventory", post(agent::inventory))
+        .route("/v1/agent/status", post(agent::status))
+        .route("/v1/agent/heartbeat", post(agent::heartbeat))
+        .route("/v1/agent/log", post(agent::log));
+    Router::new()
+        .merge(operator)
+        .merge(open)
+        .fallback(|| async { ApiError::not_found("no such endpoint; see /v1/openapi.json") })
+        .layer(middleware::from_fn_with_state(app.clone(), track))
+        .layer(DefaultBodyLimit::max(app.cfg.http.max_body_bytes))
+        .with_state(app)
+}
+
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "Server and database answer"), (status = 503, description = "Database unreachable")))]
+async fn healthz(State(app): State<AppState>) -> Response {
+    match app.store.ping().await {
+        Ok(()) => axum::Json(serde_json::json!({"status": "ok", "database": "ok"})).into_response(),
+        Err(e) => ApiError::unavailable(&format!("database unreachable: {e}")).into_response(),
+    }
+}
+
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format")), security(("bearer" = [])))]
+async fn metrics(State(app): State<AppState>) -> Result<Response, ApiError> {
+    let by_state = app.store.count_by_state().await?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(&by_state),
+    )
+        .into_response())
+}

@@ -1,0 +1,271 @@
+//! Node endpoints: enrolment, listing, reading, changing, deleting, actions.
+
+use super::error::OptJson;
+use super::{ApiError, ApiJson, AppState};
+use crate::node::{NewNode, Node, NodePatch};
+use crate::state::{Event, State as NodeState};
+use crate::store::NodeFilter;
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+/// Who made a request, for event rows.
+pub(super) fn actor(headers: &HeaderMap) -> String {
+    headers
+        .get("x-racklift-actor")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 64)
+        .map(|v| format!("api:{v}"))
+        .unwrap_or_else(|| "api".to_string())
+}
+
+#[utoipa::path(post, path = "/v1/nodes", request_body = NewNode,
+    responses((status = 201, body = Node), (status = 400, description = "Invalid body"), (status = 409, description = "Duplicate name or MAC")),
+    security(("bearer" = [])))]
+pub(super) async fn create(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(new): ApiJson<NewNode>,
+) -> Result<Response, ApiError> {
+    let node = app.store.create_node(&new, &actor(&headers)).await?;
+    let location = format!("/v1/nodes/{}", node.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(node),
+    )
+        .into_response())
+}
+
+/// Filters and paging of the node list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ListParams {
+    /// Only nodes in this state.
+    state: Option<String>,
+    /// Only nodes with this profile.
+    profile: Option<String>,
+    /// Only nodes with (true) or without (false) maintenance.
+    maintenance: Option<bool>,
+    /// Page size, 1 to 1000 (default 100).
+    limit: Option<i64>,
+    /// The `next` value of the previous page.
+    after: Option<String>,
+}
+
+/// A page of nodes.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct NodePage {
+    nodes: Vec<Node>,
+    /// Pass as `after` for the next page; null on the last page.
+    next: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/nodes", params(ListParams), responses((status = 200, body = NodePage)), security(("bearer" = [])))]
+pub(super) async fn list(
+    State(app): State<AppState>,
+    params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<NodePage>, ApiError> {
+    let Query(p) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
+    let state = p
+        .state
+        .as_deref()
+        .map(str::parse::<NodeState>)
+        .transpose()
+        .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?;
+    let limit = p.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "limit must be between 1 and 1000",
+        ));
+    }
+    let nodes = app
+        .store
+        .list_nodes(&NodeFilter {
+            state,
+            profile: p.profile,
+            maintenance: p.maintenance,
+            after: p.after,
+            limit,
+        })
+        .await?;
+    let next = (nodes.len() as i64 == limit)
+        .then(|| nodes.last().map(|n| n.name.clone()))
+        .flatten();
+    Ok(Json(NodePage { nodes, next }))
+}
+
+#[utoipa::path(get, path = "/v1/nodes/{id}", params(("id" = String, Path, description = "UUID or name")),
+    responses((status = 200, body = Node), (status = 404, description = "No such node")), security(("bearer" = [])))]
+pub(super) async fn show(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Node>, ApiError> {
+    Ok(Json(app.store.get_node(&id).await?))
+}
+
+/// The generation in an `If-Match` header, if any.
+fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+    headers
+        .get(header::IF_MATCH)
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .map(|s| s.trim().trim_matches('"'))
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_header",
+                        "If-Match must hold the node's generation, e.g. If-Match: \"7\"",
+                    )
+                })
+        })
+        .transpose()
+}
+
+#[utoipa::path(patch, path = "/v1/nodes/{id}", request_body = NodePatch, params(("id" = String, Path, description = "UUID or name")),
+    responses((status = 200, body = Node), (status = 409, description = "Generation mismatch or duplicate")), security(("bearer" = [])))]
+pub(super) async fn update(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ApiJson(mut patch): ApiJson<NodePatch>,
+) -> Result<Json<Node>, ApiError> {
+    if let Some(g) = if_match(&headers)? {
+        patch.generation = Some(g);
+    }
+    Ok(Json(
+        app.store.update_node(&id, &patch, &actor(&headers)).await?,
+    ))
+}
+
+#[utoipa::path(delete, path = "/v1/nodes/{id}", params(("id" = String, Path, description = "UUID or name")),
+    responses((status = 204, description = "Deleted"), (status = 409, description = "Not deletable in its state")), security(("bearer" = [])))]
+pub(super) async fn delete(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    app.store.delete_node(&id, &actor(&headers)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Options of an action.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ActionBody {
+    /// Why (recorded in the event; required for maintenance_on).
+    reason: Option<String>,
+    /// Apply only if the node is still at this generation.
+    generation: Option<i64>,
+}
+
+/// Every action name the API takes.
+pub const ACTIONS: &str = "manage, inspect, provide, deploy, configure, reprovision, undeploy, abort, maintenance_on, maintenance_off";
+
+#[utoipa::path(post, path = "/v1/nodes/{id}/actions/{action}", request_body(content = Option<ActionBody>),
+    params(("id" = String, Path, description = "UUID or name"), ("action" = String, Path, description = "manage, inspect, provide, deploy, configure, reprovision, undeploy, abort, maintenance_on, maintenance_off")),
+    responses((status = 202, body = Node, description = "Accepted; work queued"), (status = 409, description = "Not allowed in the node's state; allowed_actions lists what is")),
+    security(("bearer" = [])))]
+pub(super) async fn action(
+    State(app): State<AppState>,
+    Path((id, action)): Path<(String, String)>,
+    headers: HeaderMap,
+    OptJson(body): OptJson<ActionBody>,
+) -> Result<Response, ApiError> {
+    let who = actor(&headers);
+    let generation = if_match(&headers)?.or(body.generation);
+    if let Some(r) = &body.reason {
+        if r.len() > 1000 {
+            return Err(ApiError::bad_request(
+                "invalid_field",
+                "reason: at most 1000 characters",
+            ));
+        }
+    }
+    let node = match action.as_str() {
+        "maintenance_on" => {
+            let reason = body.reason.as_deref().filter(|r| !r.trim().is_empty()).ok_or_else(|| {
+                ApiError::bad_request("invalid_field", "reason: maintenance_on needs a reason, e.g. {\"reason\": \"replacing a DIMM\"}")
+            })?;
+            app.store
+                .set_maintenance(&id, true, Some(reason), &who)
+                .await?
+        }
+        "maintenance_off" => {
+            app.store
+                .set_maintenance(&id, false, body.reason.as_deref(), &who)
+                .await?
+        }
+        other => {
+            let event = other
+                .parse::<Event>()
+                .ok()
+                .filter(|e| e.is_operator_action())
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "unknown_action",
+                        format!("unknown action '{other}'; actions are: {ACTIONS}"),
+                    )
+                })?;
+            app.store
+                .act(&id, event, &who, body.reason.as_deref(), generation)
+                .await?
+        }
+    };
+    Ok((StatusCode::ACCEPTED, Json(node)).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/nodes/{id}/inventory", params(("id" = String, Path, description = "UUID or name")),
+    responses((status = 200, description = "The raw inventory the agent posted"), (status = 404, description = "No node, or not inspected yet")), security(("bearer" = [])))]
+pub(super) async fn inventory(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let node = app.store.get_node(&id).await?;
+    let inv = app.store.inventory(node.id).await?.ok_or_else(|| {
+        ApiError::not_found(format!(
+            "node '{}' has no inventory yet: inspect it",
+            node.name
+        ))
+    })?;
+    Ok(Json(inv))
+}
+
+/// One unit of durable work.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct StepView {
+    id: i64,
+    phase: String,
+    stage: String,
+    status: String,
+    attempts: i64,
+    deadline: String,
+}
+
+#[utoipa::path(get, path = "/v1/nodes/{id}/steps", params(("id" = String, Path, description = "UUID or name")),
+    responses((status = 200, body = Vec<StepView>)), security(("bearer" = [])))]
+pub(super) async fn steps(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<StepView>>, ApiError> {
+    let node = app.store.get_node(&id).await?;
+    let steps = app.store.node_steps(node.id).await?;
+    Ok(Json(
+        steps
+            .into_iter()
+            .map(|s| StepView {
+                id: s.id,
+                phase: s.phase.as_str().into(),
+                stage: s.stage,
+                status: s.status,
+                attempts: s.attempts,
+                deadline: crate::store::rfc3339(s.deadline),
+            })
+            .collect(),
+    ))
+}

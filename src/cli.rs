@@ -1,0 +1,584 @@
+//! The command line: `racklift serve` and the client commands that talk to the
+//! API (`racklift node ...`, `racklift token ...`). Tables by default, JSON with
+//! `--json`. The URL and token come from flags or `RACKLIFT_URL` /
+//! `RACKLIFT_TOKEN` (clap reads them; the binary's `main` hands clap the
+//! environment), falling back to `./racklift-data/admin.token`.
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "racklift",
+    version,
+    about = "Bare-metal provisioning server and its command line"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve {
+        /// Configuration file (TOML); every key has a default.
+        #[arg(long, env = "RACKLIFT_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Nodes: list, show, create, update, delete, act, read events.
+    Node {
+        #[command(flatten)]
+        client: ClientOpts,
+        #[command(subcommand)]
+        cmd: NodeCmd,
+    },
+    /// API tokens (admin only).
+    Token {
+        #[command(flatten)]
+        client: ClientOpts,
+        #[command(subcommand)]
+        cmd: TokenCmd,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ClientOpts {
+    /// racklift's API URL.
+    #[arg(
+        long,
+        env = "RACKLIFT_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    pub url: String,
+    /// API token (default: the content of ./racklift-data/admin.token).
+    #[arg(long, env = "RACKLIFT_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCmd {
+    /// List nodes.
+    List {
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        profile: Option<String>,
+        #[arg(long)]
+        maintenance: Option<bool>,
+        /// Fetch every page.
+        #[arg(long)]
+        all: bool,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Show one node.
+    Show { id: String },
+    /// Enrol a node.
+    Create(NodeFields),
+    /// Change a node.
+    Update {
+        id: String,
+        #[command(flatten)]
+        fields: NodeFields,
+    },
+    /// Delete a node.
+    Delete { id: String },
+    /// Run a lifecycle action (manage, inspect, provide, deploy, configure,
+    /// reprovision, undeploy, abort, maintenance_on, maintenance_off).
+    Action {
+        id: String,
+        action: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// A node's events.
+    Events {
+        id: String,
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+}
+
+#[derive(Debug, Args, Default)]
+pub struct NodeFields {
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long)]
+    pub boot_mac: Option<String>,
+    /// A port MAC (repeat for several).
+    #[arg(long = "mac")]
+    pub macs: Vec<String>,
+    #[arg(long)]
+    pub bmc_driver: Option<String>,
+    #[arg(long)]
+    pub bmc_address: Option<String>,
+    #[arg(long)]
+    pub bmc_port: Option<u16>,
+    #[arg(long)]
+    pub bmc_username: Option<String>,
+    /// BMC password (or RACKLIFT_BMC_PASSWORD).
+    #[arg(long, env = "RACKLIFT_BMC_PASSWORD", hide_env_values = true)]
+    pub bmc_password: Option<String>,
+    /// Accept a self-signed BMC certificate.
+    #[arg(long)]
+    pub bmc_insecure: bool,
+    #[arg(long)]
+    pub profile: Option<String>,
+    #[arg(long)]
+    pub role: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCmd {
+    /// Make a token (its secret is printed once).
+    Create {
+        name: String,
+        #[arg(long, default_value = "readonly")]
+        role: String,
+    },
+    /// List tokens.
+    List,
+    /// Revoke a token.
+    Delete { id: String },
+}
+
+impl NodeFields {
+    fn body(&self) -> Value {
+        let mut body = serde_json::Map::new();
+        let mut put = |k: &str, v: Option<Value>| {
+            if let Some(v) = v {
+                body.insert(k.to_string(), v);
+            }
+        };
+        put("name", self.name.clone().map(Value::from));
+        put("boot_mac", self.boot_mac.clone().map(Value::from));
+        put("macs", (!self.macs.is_empty()).then(|| json!(self.macs)));
+        put("profile", self.profile.clone().map(Value::from));
+        put("role", self.role.clone().map(Value::from));
+        let mut bmc = serde_json::Map::new();
+        let mut b = |k: &str, v: Option<Value>| {
+            if let Some(v) = v {
+                bmc.insert(k.to_string(), v);
+            }
+        };
+        b("driver", self.bmc_driver.clone().map(Value::from));
+        b("address", self.bmc_address.clone().map(Value::from));
+        b("port", self.bmc_port.map(Value::from));
+        b("username", self.bmc_username.clone().map(Value::from));
+        b("password", self.bmc_password.clone().map(Value::from));
+        b(
+            "verify_tls",
+            self.bmc_insecure.then_some(Value::from(false)),
+        );
+        if !bmc.is_empty() {
+            body.insert("bmc".into(), Value::Object(bmc));
+        }
+        Value::Object(body)
+    }
+}
+
+struct Client {
+    http: reqwest::Client,
+    url: String,
+    token: String,
+}
+
+impl Client {
+    fn new(o: &ClientOpts) -> anyhow::Result<Client> {
+        let token = match &o.token {
+            Some(t) => t.clone(),
+            None => std::fs::read_to_string("racklift-data/admin.token")
+                .map(|t| t.trim().to_string())
+                .context("no token: pass --token, set RACKLIFT_TOKEN, or run from the directory holding racklift-data/admin.token")?,
+        };
+        Ok(Client {
+            http: reqwest::Client::new(),
+            url: o.url.trim_end_matches('/').to_string(),
+            token,
+        })
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(&self.token)
+            .header("x-racklift-actor", "cli");
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach racklift at {}", self.url))?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        let v: Value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        if !status.is_success() {
+            let msg = v["error"]["message"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| v.to_string());
+            let code = v["error"]["code"].as_str().unwrap_or("error");
+            bail!("{status} {code}: {msg}");
+        }
+        Ok(v)
+    }
+}
+
+/// Prints rows as an aligned table.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut w: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<width$}", width = w[i]))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    let mut out = line(headers.iter().map(|h| h.to_uppercase()).collect());
+    for r in rows {
+        out.push('\n');
+        out.push_str(&line(r.clone()));
+    }
+    out
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        o => o.to_string(),
+    }
+}
+
+fn node_rows(nodes: &[Value]) -> String {
+    let rows: Vec<Vec<String>> = nodes
+        .iter()
+        .map(|n| {
+            vec![
+                s(&n["name"]),
+                s(&n["state"]),
+                s(&n["boot_mac"]),
+                s(&n["bmc"]["driver"]),
+                s(&n["power_state"]),
+                if n["maintenance"] == true {
+                    "yes".into()
+                } else {
+                    "no".into()
+                },
+                s(&n["profile"]),
+                s(&n["id"]),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "name", "state", "boot mac", "bmc", "power", "maint", "profile", "id",
+        ],
+        &rows,
+    )
+}
+
+fn node_detail(n: &Value) -> String {
+    let mut rows = Vec::new();
+    for k in [
+        "id",
+        "name",
+        "state",
+        "target",
+        "generation",
+        "boot_mac",
+        "macs",
+        "profile",
+        "role",
+        "power_state",
+        "maintenance",
+        "maintenance_reason",
+        "last_error",
+        "allowed_actions",
+        "created_at",
+        "updated_at",
+    ] {
+        rows.push(vec![k.to_string(), s(&n[k])]);
+    }
+    for k in [
+        "driver",
+        "address",
+        "port",
+        "username",
+        "password_set",
+        "verify_tls",
+    ] {
+        rows.push(vec![format!("bmc.{k}"), s(&n["bmc"][k])]);
+    }
+    table(&["field", "value"], &rows)
+}
+
+fn enc(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Runs a client command; returns the text to print.
+pub async fn run_client(command: Command) -> anyhow::Result<String> {
+    use reqwest::Method;
+    match command {
+        Command::Serve { .. } => bail!("serve is not a client command"),
+        Command::Node { client, cmd } => {
+            let c = Client::new(&client)?;
+            let out = match cmd {
+                NodeCmd::List {
+                    state,
+                    profile,
+                    maintenance,
+                    all,
+                    limit,
+                } => {
+                    let mut nodes = Vec::new();
+                    let mut after: Option<String> = None;
+                    loop {
+                        let mut q = format!("/v1/nodes?limit={limit}");
+                        if let Some(s) = &state {
+                            q.push_str(&format!("&state={}", enc(s)));
+                        }
+                        if let Some(p) = &profile {
+                            q.push_str(&format!("&profile={}", enc(p)));
+                        }
+                        if let Some(m) = maintenance {
+                            q.push_str(&format!("&maintenance={m}"));
+                        }
+                        if let Some(a) = &after {
+                            q.push_str(&format!("&after={}", enc(a)));
+                        }
+                        let page = c.call(Method::GET, &q, None).await?;
+                        nodes.extend(page["nodes"].as_array().cloned().unwrap_or_default());
+                        after = page["next"].as_str().map(str::to_string);
+                        if !all || after.is_none() {
+                            break;
+                        }
+                    }
+                    if client.json {
+                        serde_json::to_string_pretty(&nodes)?
+                    } else {
+                        node_rows(&nodes)
+                    }
+                }
+                NodeCmd::Show { id } => {
+                    let n = c
+                        .call(Method::GET, &format!("/v1/nodes/{}", enc(&id)), None)
+                        .await?;
+                    if client.json {
+                        serde_json::to_string_pretty(&n)?
+                    } else {
+                        node_detail(&n)
+                    }
+                }
+                NodeCmd::Create(f) => {
+                    let n = c.call(Method::POST, "/v1/nodes", Some(f.body())).await?;
+                    if client.json {
+                        serde_json::to_string_pretty(&n)?
+                    } else {
+                        node_detail(&n)
+                    }
+                }
+                NodeCmd::Update { id, fields } => {
+                    let n = c
+                        .call(
+                            Method::PATCH,
+                            &format!("/v1/nodes/{}", enc(&id)),
+                            Some(fields.body()),
+                        )
+                        .await?;
+                    if client.json {
+                        serde_json::to_string_pretty(&n)?
+                    } else {
+                        node_detail(&n)
+                    }
+                }
+                NodeCmd::Delete { id } => {
+                    c.call(Method::DELETE, &format!("/v1/nodes/{}", enc(&id)), None)
+                        .await?;
+                    if client.json {
+                        json!({"deleted": id}).to_string()
+                    } else {
+                        format!("deleted {id}")
+                    }
+                }
+                NodeCmd::Action { id, action, reason } => {
+                    let body = reason.map(|r| json!({ "reason": r })).unwrap_or(json!({}));
+                    let n = c
+                        .call(
+                            Method::POST,
+                            &format!("/v1/nodes/{}/actions/{}", enc(&id), enc(&action)),
+                            Some(body),
+                        )
+                        .await?;
+                    if client.json {
+                        serde_json::to_string_pretty(&n)?
+                    } else {
+                        format!(
+                            "{}: {} (target {})",
+                            s(&n["name"]),
+                            s(&n["state"]),
+                            s(&n["target"])
+                        )
+                    }
+                }
+                NodeCmd::Events { id, after, limit } => {
+                    let ev = c
+                        .call(
+                            Method::GET,
+                            &format!("/v1/nodes/{}/events?after={after}&limit={limit}", enc(&id)),
+                            None,
+                        )
+                        .await?;
+                    let ev = ev.as_array().cloned().unwrap_or_default();
+                    if client.json {
+                        serde_json::to_string_pretty(&ev)?
+                    } else {
+                        let rows: Vec<Vec<String>> = ev
+                            .iter()
+                            .map(|e| {
+                                vec![
+                                    s(&e["id"]),
+                                    s(&e["at"]),
+                                    s(&e["kind"]),
+                                    s(&e["action"]),
+                                    format!("{} -> {}", s(&e["from_state"]), s(&e["to_state"])),
+                                    s(&e["actor"]),
+                                    s(&e["reason"]),
+                                ]
+                            })
+                            .collect();
+                        table(
+                            &["id", "at", "kind", "action", "state", "actor", "reason"],
+                            &rows,
+                        )
+                    }
+                }
+            };
+            Ok(out)
+        }
+        Command::Token { client, cmd } => {
+            let c = Client::new(&client)?;
+            let out = match cmd {
+                TokenCmd::Create { name, role } => {
+                    let t = c
+                        .call(
+                            Method::POST,
+                            "/v1/tokens",
+                            Some(json!({"name": name, "role": role})),
+                        )
+                        .await?;
+                    if client.json {
+                        serde_json::to_string_pretty(&t)?
+                    } else {
+                        format!(
+                            "token {} ({}): {}\nkeep the secret now: it is not shown again",
+                            s(&t["id"]),
+                            s(&t["role"]),
+                            s(&t["secret"])
+                        )
+                    }
+                }
+                TokenCmd::List => {
+                    let t = c.call(Method::GET, "/v1/tokens", None).await?;
+                    let t = t.as_array().cloned().unwrap_or_default();
+                    if client.json {
+                        serde_json::to_string_pretty(&t)?
+                    } else {
+                        let rows: Vec<Vec<String>> = t
+                            .iter()
+                            .map(|x| {
+                                vec![
+                                    s(&x["id"]),
+                                    s(&x["name"]),
+                                    s(&x["role"]),
+                                    s(&x["created_at"]),
+                                ]
+                            })
+                            .collect();
+                        table(&["id", "name", "role", "created"], &rows)
+                    }
+                }
+                TokenCmd::Delete { id } => {
+                    c.call(Method::DELETE, &format!("/v1/tokens/{}", enc(&id)), None)
+                        .await?;
+                    format!("revoked {id}")
+                }
+            };
+            Ok(out)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align() {
+        let t = table(&["a", "bb"], &[vec!["xxx".into(), "y".into()]]);
+        assert_eq!(t, "A    BB\nxxx  y");
+    }
+
+    #[test]
+    fn create_body_only_has_given_fields() {
+        let f = NodeFields {
+            name: Some("n1".into()),
+            macs: vec!["52:54:00:00:00:01".into()],
+            bmc_driver: Some("fake".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            f.body(),
+            json!({"name": "n1", "macs": ["52:54:00:00:00:01"], "bmc": {"driver": "fake"}})
+        );
+    }
+
+    #[test]
+    fn cli_parses() {
+        let c =
+            Cli::try_parse_from(["racklift", "node", "--json", "action", "n1", "manage"]).unwrap();
+        assert!(matches!(
+            c.command,
+            Command::Node {
+                cmd: NodeCmd::Action { .. },
+                ..
+            }
+        ));
+    }
+}

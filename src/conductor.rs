@@ -1,0 +1,345 @@
+//! The conductor: runs each node's steps as durable work.
+//!
+//! A bounded pool of workers claims due steps from the store under a lease
+//! (renewed while the step runs), performs the step's stage through the node's
+//! BMC driver, and records the result. Transient BMC failures are retried with
+//! exponential backoff up to `max_attempts`; anything else fails the node into
+//! the phase's failed state with the reason. A reaper makes lapsed leases
+//! claimable again, fails steps past their phase deadline, and fails nodes left
+//! in a transient state without work. Because all of this lives in the database,
+//! a restart (or a second process on the same PostgreSQL) carries on where the
+//! last one stopped: nothing is left stuck.
+
+use crate::bmc::{BmcDriver, BmcError, BmcTarget, BootDevice, Drivers, PowerAction, PowerState};
+use crate::config::ConductorConfig;
+use crate::metrics::Metrics;
+use crate::store::{NodeRecord, Phase, Step, Store, StoreError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// What one stage of a step came to.
+#[derive(Debug)]
+enum StageResult {
+    /// Wait for the agent's report.
+    Wait,
+    /// The phase is over: done (with a note) or failed (with the reason).
+    Finish(Result<Option<String>, String>),
+}
+
+/// The conductor of this process.
+#[derive(Clone)]
+pub struct Conductor {
+    store: Store,
+    drivers: Drivers,
+    cfg: ConductorConfig,
+    metrics: Arc<Metrics>,
+    owner: String,
+}
+
+impl Conductor {
+    pub fn new(
+        store: Store,
+        drivers: Drivers,
+        cfg: ConductorConfig,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let owner = format!(
+            "{}-{}",
+            std::process::id(),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        Conductor {
+            store,
+            drivers,
+            cfg,
+            metrics,
+            owner,
+        }
+    }
+
+    /// Recovers from a previous run, then runs workers and the reaper until `shutdown` turns true.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), StoreError> {
+        if self.store.backend() == crate::store::Backend::Sqlite {
+            // Nobody else uses this database: every running step was ours and died with us.
+            let n = self.store.resume_interrupted().await?;
+            if n > 0 {
+                tracing::info!(steps = n, "resumed steps interrupted by a restart");
+            }
+        }
+        let reaped = self.store.reap().await?;
+        if reaped != Default::default() {
+            tracing::info!(?reaped, "start-up recovery");
+        }
+        let mut set = JoinSet::new();
+        for i in 0..self.cfg.workers {
+            let c = self.clone();
+            let sd = shutdown.clone();
+            set.spawn(async move { c.worker(i, sd).await });
+        }
+        let c = self.clone();
+        let sd = shutdown.clone();
+        set.spawn(async move { c.reaper(sd).await });
+        let _ = shutdown.wait_for(|s| *s).await;
+        while set.join_next().await.is_some() {}
+        Ok(())
+    }
+
+    async fn reaper(&self, mut shutdown: watch::Receiver<bool>) {
+        let every = self.cfg.poll_interval.min(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = shutdown.wait_for(|s| *s) => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            match self.store.reap().await {
+                Ok(r) if r != Default::default() => tracing::info!(?r, "reaper"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "reaper pass failed"),
+            }
+        }
+    }
+
+    async fn worker(&self, id: usize, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let notified = self.store.work_ready.notified();
+            match self.store.claim_step(&self.owner, self.cfg.lease).await {
+                Ok(Some((step, rec))) => {
+                    let span = tracing::info_span!("step", worker = id, step = step.id, node = %rec.node.id, phase = step.phase.as_str(), stage = %step.stage);
+                    let _g = span.enter();
+                    self.run_step(step, rec).await;
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "claiming a step failed"),
+            }
+            tokio::select! {
+                _ = shutdown.wait_for(|s| *s) => return,
+                _ = notified => {}
+                _ = tokio::time::sleep(self.cfg.poll_interval) => {}
+            }
+        }
+    }
+
+    async fn run_step(&self, step: Step, rec: NodeRecord) {
+        let started = Instant::now();
+        // Keep the lease while the stage runs.
+        let renew = {
+            let store = self.store.clone();
+            let owner = self.owner.clone();
+            let lease = self.cfg.lease;
+            let id = step.id;
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(lease / 3).await;
+                    if !matches!(store.renew_lease(id, &owner, lease).await, Ok(true)) {
+                        return;
+                    }
+                }
+            })
+        };
+        let outcome = self.stage(&step, &rec).await;
+        renew.abort();
+        let phase = step.phase.as_str();
+        let recorded = match outcome {
+            Ok(StageResult::Wait) => self.store.step_wait(step.id, &self.owner).await,
+            Ok(StageResult::Finish(result)) => {
+                let label = if result.is_ok() { "done" } else { "failed" };
+                self.metrics.step_finished(phase, label, started.elapsed());
+                self.store.step_finish(&step, &self.owner, result).await
+            }
+            Err(e) if e.is_transient() && (step.attempts as u32) < self.cfg.max_attempts => {
+                let delay =
+                    self.cfg.retry_backoff * 2u32.saturating_pow(step.attempts.max(1) as u32 - 1);
+                let _ = self
+                    .store
+                    .log_event(
+                        rec.node.id,
+                        "bmc",
+                        "conductor",
+                        &format!(
+                            "attempt {} of {} failed, retrying in {} ms: {e}",
+                            step.attempts,
+                            self.cfg.max_attempts,
+                            delay.as_millis()
+                        ),
+                    )
+                    .await;
+                self.metrics
+                    .step_finished(phase, "retried", started.elapsed());
+                self.store
+                    .step_retry(step.id, &self.owner, &e.to_string(), delay)
+                    .await
+            }
+            Err(e) => {
+                let reason = if e.is_transient() {
+                    format!("{phase} failed after {} attempts: {e}", step.attempts)
+                } else {
+                    format!("{phase} failed: {e}")
+                };
+                self.metrics
+                    .step_finished(phase, "failed", started.elapsed());
+                self.store
+                    .step_finish(&step, &self.owner, Err(reason))
+                    .await
+            }
+        };
+        match recorded {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::info!("step was taken over or cancelled meanwhile; result dropped")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "recording the step's result failed; the lease will lapse and it will run again")
+            }
+        }
+    }
+
+    fn driver(&self, rec: &NodeRecord) -> Result<Box<dyn BmcDriver>, BmcError> {
+        let b = &rec.node.bmc;
+        let password = self
+            .store
+            .bmc_password(rec)
+            .map_err(|e| BmcError::Unsupported(e.to_string()))?;
+        self.drivers.driver_for(&BmcTarget {
+            driver: b.driver,
+            address: b.address.clone(),
+            port: b.port,
+            username: b.username.clone(),
+            password,
+            verify_tls: b.verify_tls,
+            node_key: rec.node.id.to_string(),
+        })
+    }
+
+    async fn note(&self, rec: &NodeRecord, text: &str) {
+        if let Err(e) = self
+            .store
+            .log_event(rec.node.id, "bmc", "conductor", text)
+            .await
+        {
+            tracing::warn!(error = %e, "recording an event failed");
+        }
+    }
+
+    /// Boots the machine from the network once (inspection, cleaning, deployment).
+    async fn netboot(&self, d: &dyn BmcDriver, rec: &NodeRecord) -> Result<(), BmcError> {
+        if d.is_manual() {
+            self.note(
+                rec,
+                "no BMC: power the machine on by hand and let it boot from the network",
+            )
+            .await;
+            return Ok(());
+        }
+        d.set_boot_device(BootDevice::Pxe, false).await?;
+        let on = d.power_state().await? == PowerState::On;
+        d.power(if on {
+            PowerAction::Reset
+        } else {
+            PowerAction::On
+        })
+        .await?;
+        self.note(
+            rec,
+            if on {
+                "one-time PXE boot set; machine reset"
+            } else {
+                "one-time PXE boot set; machine powered on"
+            },
+        )
+        .await;
+        self.record_power(d, rec).await
+    }
+
+    async fn record_power(&self, d: &dyn BmcDriver, rec: &NodeRecord) -> Result<(), BmcError> {
+        let p = d.power_state().await?;
+        if let Err(e) = self
+            .store
+            .set_power_state(rec.node.id, p.as_str(), "conductor")
+            .await
+        {
+            tracing::warn!(error = %e, "recording the power state failed");
+        }
+        Ok(())
+    }
+
+    async fn stage(&self, step: &Step, rec: &NodeRecord) -> Result<StageResult, BmcError> {
+        let reported = || {
+            step.outcome.clone().unwrap_or(crate::store::StepOutcome {
+                ok: false,
+                message: Some("no report".into()),
+            })
+        };
+        let d = self.driver(rec)?;
+        let d = d.as_ref();
+        Ok(match (step.phase, step.stage.as_str()) {
+            (Phase::Verify, _) => {
+                let p = d.power_state().await?;
+                if let Err(e) = self
+                    .store
+                    .set_power_state(rec.node.id, p.as_str(), "conductor")
+                    .await
+                {
+                    tracing::warn!(error = %e, "recording the power state failed");
+                }
+                let note = if d.is_manual() {
+                    "no BMC: racklift will ask for power changes in the node's events".to_string()
+                } else {
+                    format!("BMC credentials work; power is {}", p.as_str())
+                };
+                StageResult::Finish(Ok(Some(note)))
+            }
+            (Phase::Inspect | Phase::Clean | Phase::Deploy, "start") => {
+                self.netboot(d, rec).await?;
+                StageResult::Wait
+            }
+            (Phase::Inspect | Phase::Clean, _) => {
+                let r = reported();
+                if !d.is_manual() {
+                    d.power(PowerAction::Off).await?;
+                    self.record_power(d, rec).await?;
+                }
+                StageResult::Finish(if r.ok {
+                    Ok(r.message)
+                } else {
+                    Err(r
+                        .message
+                        .unwrap_or_else(|| "the agent reported a failure".into()))
+                })
+            }
+            (Phase::Deploy, _) => {
+                let r = reported();
+                if r.ok && !d.is_manual() {
+                    d.set_boot_device(BootDevice::Disk, true).await?;
+                    d.power(PowerAction::Reset).await?;
+                    self.note(
+                        rec,
+                        "boot device set to disk; machine reset into its installed system",
+                    )
+                    .await;
+                    self.record_power(d, rec).await?;
+                }
+                StageResult::Finish(if r.ok {
+                    Ok(r.message)
+                } else {
+                    Err(r
+                        .message
+                        .unwrap_or_else(|| "the installation failed".into()))
+                })
+            }
+            (Phase::Configure, _) => match &rec.node.role {
+                None => {
+                    StageResult::Finish(Ok(Some("no role assigned: nothing to configure".into())))
+                }
+                Some(role) => StageResult::Finish(Err(format!(
+                    "role '{role}' cannot be applied: this racklift build has no role executor"
+                ))),
+            },
+        })
+    }
+}

@@ -1,0 +1,18 @@
+//! racklift: a bare-metal provisioning server.
+//!
+//! The library holds every part; the `racklift` binary (server and CLI) and the
+//! `racklift-agent` binary (the ramdisk's program) are thin shells around it.
+//! See `docs/ARCHITECTURE.md` for the code map and the invariants.
+
+pub mod api;
+pub mod bmc;
+pub mod boot;
+pub mod cli;
+pub mod conductor;
+pub mod config;
+pub mod metrics;
+pub mod node;
+pub mod secrets;
+pub mod server;
+pub mod state;
+pub mod store;

@@ -1,0 +1,388 @@
+//! The node model: what racklift knows of one machine, and the validated inputs
+//! that create and change it.
+//!
+//! Validation lives here, not in the API or the store: a [`MacAddr`] is always
+//! normalised (`52:54:00:ab:cd:ef`), a name is always DNS-safe, a BMC address is
+//! always a host name or IP. The BMC password never appears in a [`Node`]: only
+//! whether one is set.
+
+use crate::state::State;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// A validation failure, naming the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// An Ethernet MAC address, stored lower-case with colons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl FromStr for MacAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("'{s}' is not a MAC address (write e.g. 52:54:00:12:34:56)");
+        let parts: Vec<&str> = s.split([':', '-']).collect();
+        if parts.len() != 6 {
+            return Err(bad());
+        }
+        let mut b = [0u8; 6];
+        for (i, p) in parts.iter().enumerate() {
+            if p.len() != 2 {
+                return Err(bad());
+            }
+            b[i] = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+        }
+        if b == [0; 6] || b == [0xff; 6] {
+            return Err(format!("'{s}' is not a usable MAC address"));
+        }
+        if b[0] & 1 == 1 {
+            return Err(format!("'{s}' is a multicast address, not a NIC's"));
+        }
+        Ok(MacAddr(b))
+    }
+}
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            b[0], b[1], b[2], b[3], b[4], b[5]
+        )
+    }
+}
+
+impl Serialize for MacAddr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for MacAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// How racklift talks to a node's BMC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BmcDriverKind {
+    Ipmi,
+    Redfish,
+    /// An in-process stand-in for tests and demos.
+    Fake,
+    /// No BMC: power is switched by hand.
+    #[default]
+    None,
+}
+
+impl BmcDriverKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BmcDriverKind::Ipmi => "ipmi",
+            BmcDriverKind::Redfish => "redfish",
+            BmcDriverKind::Fake => "fake",
+            BmcDriverKind::None => "none",
+        }
+    }
+}
+
+impl FromStr for BmcDriverKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "ipmi" => Ok(BmcDriverKind::Ipmi),
+            "redfish" => Ok(BmcDriverKind::Redfish),
+            "fake" => Ok(BmcDriverKind::Fake),
+            "none" => Ok(BmcDriverKind::None),
+            o => Err(format!(
+                "unknown driver '{o}' (ipmi, redfish, fake or none)"
+            )),
+        }
+    }
+}
+
+/// A node's BMC as shown by the API: never the password.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BmcView {
+    pub driver: BmcDriverKind,
+    pub address: Option<String>,
+    pub port: Option<u16>,
+    pub username: Option<String>,
+    /// Whether a password is stored (it is never returned).
+    pub password_set: bool,
+    /// Whether the BMC's TLS certificate is verified (Redfish).
+    pub verify_tls: bool,
+}
+
+/// A node as racklift knows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Node {
+    #[schema(value_type = String, format = Uuid)]
+    pub id: Uuid,
+    pub name: String,
+    /// The MAC the node network-boots from.
+    #[schema(value_type = Option<String>, example = "52:54:00:12:34:56")]
+    pub boot_mac: Option<MacAddr>,
+    /// Every port's MAC (the boot MAC included); unique across nodes.
+    #[schema(value_type = Vec<String>)]
+    pub macs: Vec<MacAddr>,
+    pub bmc: BmcView,
+    pub state: State,
+    /// The stable state racklift is driving the node to, if any.
+    pub target: Option<State>,
+    /// Bumped by every change; send it back in `If-Match` or `generation` to detect concurrent changes.
+    pub generation: i64,
+    pub profile: Option<String>,
+    pub role: Option<String>,
+    pub last_error: Option<String>,
+    pub maintenance: bool,
+    pub maintenance_reason: Option<String>,
+    /// `on`, `off`, or null when unknown.
+    pub power_state: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub state_changed_at: String,
+    /// The operator actions allowed in the current state.
+    pub allowed_actions: Vec<String>,
+}
+
+/// The BMC part of a create or update request.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BmcInput {
+    pub driver: Option<BmcDriverKind>,
+    pub address: Option<String>,
+    pub port: Option<u16>,
+    pub username: Option<String>,
+    /// Write-only: stored encrypted, never returned.
+    pub password: Option<String>,
+    pub verify_tls: Option<bool>,
+}
+
+/// `POST /v1/nodes`.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewNode {
+    /// Defaults to `node-<boot mac without colons>` or `node-<uuid prefix>`.
+    pub name: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub boot_mac: Option<MacAddr>,
+    #[serde(default)]
+    #[schema(value_type = Vec<String>)]
+    pub macs: Vec<MacAddr>,
+    #[serde(default)]
+    pub bmc: BmcInput,
+    pub profile: Option<String>,
+    pub role: Option<String>,
+}
+
+/// `PATCH /v1/nodes/{id}`: only the fields given change; `null` clears a field.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodePatch {
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub boot_mac: Option<Option<MacAddr>>,
+    #[schema(value_type = Option<Vec<String>>)]
+    pub macs: Option<Vec<MacAddr>>,
+    pub bmc: Option<BmcInput>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub profile: Option<Option<String>>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub role: Option<Option<String>>,
+    /// When given, the change applies only if the node is still at this generation.
+    pub generation: Option<i64>,
+}
+
+fn double_option<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// A node name: 1-63 characters of `a-z 0-9 - . _`, starting with a letter or digit.
+pub fn validate_name(field: &str, name: &str) -> Result<(), FieldError> {
+    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "-._".contains(c);
+    if name.is_empty() || name.len() > 63 {
+        return Err(FieldError::new(field, "must be 1 to 63 characters long"));
+    }
+    if !name.chars().all(ok_char) || !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Err(FieldError::new(
+            field,
+            format!(
+                "'{name}' may hold only a-z, 0-9, '-', '.', '_' and must start with a letter or digit"
+            ),
+        ));
+    }
+    if Uuid::parse_str(name).is_ok() {
+        return Err(FieldError::new(field, "must not look like a UUID"));
+    }
+    Ok(())
+}
+
+/// A BMC address: an IP address or a DNS name.
+pub fn validate_bmc_address(addr: &str) -> Result<(), FieldError> {
+    if addr.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(());
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if addr.len() <= 253 && addr.split('.').all(label_ok) {
+        Ok(())
+    } else {
+        Err(FieldError::new(
+            "bmc.address",
+            format!("'{addr}' is not an IP address or host name"),
+        ))
+    }
+}
+
+/// A profile or role name: like a node name.
+pub fn validate_label(field: &str, v: &str) -> Result<(), FieldError> {
+    validate_name(field, v)
+}
+
+impl NewNode {
+    /// Checks the request and fills in defaults; returns the name and the full MAC list.
+    pub fn validate(&self) -> Result<(String, Vec<MacAddr>), FieldError> {
+        let mut macs = self.macs.clone();
+        if let Some(b) = self.boot_mac {
+            if !macs.contains(&b) {
+                macs.insert(0, b);
+            }
+        }
+        check_unique_macs(&macs)?;
+        validate_bmc(&self.bmc, self.bmc.driver.unwrap_or_default())?;
+        if let Some(p) = &self.profile {
+            validate_label("profile", p)?;
+        }
+        if let Some(r) = &self.role {
+            validate_label("role", r)?;
+        }
+        let name = match &self.name {
+            Some(n) => {
+                validate_name("name", n)?;
+                n.clone()
+            }
+            None => match self.boot_mac.or(macs.first().copied()) {
+                Some(m) => format!("node-{}", m.to_string().replace(':', "")),
+                None => format!("node-{}", &Uuid::new_v4().simple().to_string()[..12]),
+            },
+        };
+        Ok((name, macs))
+    }
+}
+
+/// Refuses a MAC listed twice.
+pub fn check_unique_macs(macs: &[MacAddr]) -> Result<(), FieldError> {
+    for (i, m) in macs.iter().enumerate() {
+        if macs[..i].contains(m) {
+            return Err(FieldError::new("macs", format!("{m} is listed twice")));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a BMC input against the driver it will be used with.
+pub fn validate_bmc(b: &BmcInput, driver: BmcDriverKind) -> Result<(), FieldError> {
+    if let Some(a) = &b.address {
+        validate_bmc_address(a)?;
+    }
+    if b.port == Some(0) {
+        return Err(FieldError::new("bmc.port", "must be between 1 and 65535"));
+    }
+    if matches!(driver, BmcDriverKind::Ipmi | BmcDriverKind::Redfish) && b.address.is_none() {
+        return Err(FieldError::new(
+            "bmc.address",
+            format!("is required with driver '{}'", driver.as_str()),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs_parse_and_normalise() {
+        let m: MacAddr = "52-54-00-AB-cd-EF".parse().unwrap();
+        assert_eq!(m.to_string(), "52:54:00:ab:cd:ef");
+        for bad in [
+            "",
+            "52:54:00:ab:cd",
+            "52:54:00:ab:cd:zz",
+            "01:00:5e:00:00:01",
+            "00:00:00:00:00:00",
+            "525400abcdef",
+            "52:54:00:ab:cd:eff",
+        ] {
+            assert!(bad.parse::<MacAddr>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn names_and_addresses() {
+        assert!(validate_name("name", "compute-001").is_ok());
+        assert!(validate_name("name", "Compute").is_err());
+        assert!(validate_name("name", "-x").is_err());
+        assert!(validate_name("name", &"a".repeat(64)).is_err());
+        assert!(validate_name("name", "0b5e5e8e-8f3a-4a8e-9d3e-1c2b3a4d5e6f").is_err());
+        assert!(validate_bmc_address("10.0.0.5").is_ok());
+        assert!(validate_bmc_address("fe80::1").is_ok());
+        assert!(validate_bmc_address("bmc-01.rack3.example").is_ok());
+        assert!(validate_bmc_address("bad host").is_err());
+    }
+
+    #[test]
+    fn new_node_defaults_and_checks() {
+        let n = NewNode {
+            boot_mac: Some("52:54:00:00:00:01".parse().unwrap()),
+            macs: vec!["52:54:00:00:00:02".parse().unwrap()],
+            ..Default::default()
+        };
+        let (name, macs) = n.validate().unwrap();
+        assert_eq!(name, "node-525400000001");
+        assert_eq!(macs.len(), 2);
+        let dup = NewNode {
+            macs: vec!["52:54:00:00:00:02".parse().unwrap(); 2],
+            ..Default::default()
+        };
+        assert_eq!(dup.validate().unwrap_err().field, "macs");
+        let ipmi = NewNode {
+            bmc: BmcInput {
+                driver: Some(BmcDriverKind::Ipmi),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert_eq!(ipmi.validate().unwrap_err().field, "bmc.address");
+    }
+}

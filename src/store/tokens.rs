@@ -1,0 +1,218 @@
+//! Tokens: operator API tokens (admin or read-only) and per-boot agent tokens.
+//! Only SHA-256 hashes are stored; a token's text is shown once, when made.
+
+use super::{Result, Store, StoreError, now_ms};
+use crate::secrets::{hash_token, new_token, write_private};
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use std::path::Path;
+use std::time::Duration;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// What an API token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Everything.
+    Admin,
+    /// Reads only.
+    Readonly,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Readonly => "readonly",
+        }
+    }
+    fn parse(s: &str) -> Result<Role> {
+        match s {
+            "admin" => Ok(Role::Admin),
+            "readonly" => Ok(Role::Readonly),
+            o => Err(StoreError::Corrupt(format!("unknown token role '{o}'"))),
+        }
+    }
+}
+
+/// An API token as listed (never its text).
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct ApiToken {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    pub created_at: String,
+}
+
+/// Why an agent token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AgentTokenError {
+    #[error("unknown agent token")]
+    Unknown,
+    #[error("agent token expired")]
+    Expired,
+    #[error("agent token belongs to a boot that has ended")]
+    Ended,
+}
+
+/// Who an agent token speaks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgentAuth {
+    pub node_id: Uuid,
+    pub step_id: i64,
+    /// Whether the step still waits for the agent's report.
+    pub waiting: bool,
+}
+
+impl Store {
+    /// Makes an API token; returns it with its text (shown once).
+    pub async fn create_api_token(&self, name: &str, role: Role) -> Result<(ApiToken, String)> {
+        let text = new_token("rl_");
+        let tok = self.insert_api_token(name, role, &text).await?;
+        Ok((tok, text))
+    }
+
+    async fn insert_api_token(&self, name: &str, role: Role, text: &str) -> Result<ApiToken> {
+        let id = Uuid::new_v4().to_string();
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO api_tokens (id, name, role, hash, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(id.clone())
+        .bind(name.to_string())
+        .bind(role.as_str())
+        .bind(hash_token(text))
+        .bind(now)
+        .execute(&self.write)
+        .await?;
+        Ok(ApiToken {
+            id,
+            name: name.to_string(),
+            role,
+            created_at: super::rfc3339(now),
+        })
+    }
+
+    /// The role of an API token, if it is one.
+    pub async fn api_token_role(&self, text: &str) -> Result<Option<Role>> {
+        let row = sqlx::query("SELECT role FROM api_tokens WHERE hash = $1")
+            .bind(hash_token(text))
+            .fetch_optional(&self.read)
+            .await?;
+        row.map(|r| Role::parse(&r.try_get::<String, _>("role")?))
+            .transpose()
+    }
+
+    pub async fn list_api_tokens(&self) -> Result<Vec<ApiToken>> {
+        let rows = sqlx::query(
+            "SELECT id, name, role, created_at FROM api_tokens ORDER BY created_at, id",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ApiToken {
+                    id: r.try_get("id")?,
+                    name: r.try_get("name")?,
+                    role: Role::parse(&r.try_get::<String, _>("role")?)?,
+                    created_at: super::rfc3339(r.try_get("created_at")?),
+                })
+            })
+            .collect()
+    }
+
+    pub async fn delete_api_token(&self, id: &str) -> Result<()> {
+        let res = sqlx::query("DELETE FROM api_tokens WHERE id = $1")
+            .bind(id.to_string())
+            .execute(&self.write)
+            .await?;
+        if res.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("token '{id}'")));
+        }
+        Ok(())
+    }
+
+    /// Makes sure an admin token exists. When the token file exists its token is
+    /// registered; when no admin token exists at all, one is made and written to
+    /// `file` (mode 0600). Returns the file's path when it was written now.
+    pub async fn ensure_admin_token(&self, file: &Path) -> Result<Option<std::path::PathBuf>> {
+        let io = |e: std::io::Error| {
+            StoreError::Corrupt(format!("admin token file {}: {e}", file.display()))
+        };
+        if let Ok(text) = std::fs::read_to_string(file) {
+            let text = text.trim();
+            if self.api_token_role(text).await?.is_none() {
+                self.insert_api_token("admin (token file)", Role::Admin, text)
+                    .await?;
+            }
+            return Ok(None);
+        }
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM api_tokens WHERE role = 'admin'")
+            .fetch_one(&self.read)
+            .await?;
+        if row.try_get::<i64, _>("n")? > 0 {
+            return Ok(None);
+        }
+        let text = new_token("rl_");
+        write_private(file, format!("{text}\n").as_bytes()).map_err(io)?;
+        self.insert_api_token("admin (first start)", Role::Admin, &text)
+            .await?;
+        Ok(Some(file.to_path_buf()))
+    }
+
+    /// Mints a token for one boot of a node (the step under way), valid for `ttl`.
+    pub async fn mint_agent_token(
+        &self,
+        node_id: Uuid,
+        step_id: i64,
+        ttl: Duration,
+    ) -> Result<String> {
+        let text = new_token("rla_");
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO agent_tokens (hash, node_id, step_id, expires_at, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(hash_token(&text))
+        .bind(node_id.to_string())
+        .bind(step_id)
+        .bind(now + ttl.as_millis() as i64)
+        .bind(now)
+        .execute(&self.write)
+        .await?;
+        Ok(text)
+    }
+
+    /// Checks an agent token: it must exist, be unexpired, and belong to the boot
+    /// (step) still under way.
+    pub async fn check_agent_token(
+        &self,
+        text: &str,
+    ) -> Result<Result<AgentAuth, AgentTokenError>> {
+        let row = sqlx::query(
+            "SELECT t.node_id, t.step_id, t.expires_at, s.status FROM agent_tokens t \
+             LEFT JOIN steps s ON s.id = t.step_id WHERE t.hash = $1",
+        )
+        .bind(hash_token(text))
+        .fetch_optional(&self.read)
+        .await?;
+        let Some(r) = row else {
+            return Ok(Err(AgentTokenError::Unknown));
+        };
+        let expires: i64 = r.try_get("expires_at")?;
+        if expires < now_ms() {
+            return Ok(Err(AgentTokenError::Expired));
+        }
+        let status: Option<String> = r.try_get("status")?;
+        let active = matches!(status.as_deref(), Some("pending" | "running" | "waiting"));
+        if !active {
+            return Ok(Err(AgentTokenError::Ended));
+        }
+        let node: String = r.try_get("node_id")?;
+        Ok(Ok(AgentAuth {
+            node_id: Uuid::parse_str(&node).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            step_id: r.try_get("step_id")?,
+            waiting: status.as_deref() == Some("waiting"),
+        }))
+    }
+}
