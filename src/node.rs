@@ -247,6 +247,15 @@ pub fn validate_bmc_address(addr: &str) -> Result<(), FieldError> {
     if addr.parse::<std::net::IpAddr>().is_ok() {
         return Ok(());
     }
+    let looks_numeric = addr
+        .split('.')
+        .all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_digit()));
+    if looks_numeric || addr.contains(':') {
+        return Err(FieldError::new(
+            "bmc.address",
+            format!("'{addr}' is not a valid IP address"),
+        ));
+    }
     let label_ok = |l: &str| {
         !l.is_empty()
             && l.len() <= 63
@@ -359,6 +368,9 @@ mod tests {
         assert!(validate_bmc_address("fe80::1").is_ok());
         assert!(validate_bmc_address("bmc-01.rack3.example").is_ok());
         assert!(validate_bmc_address("bad host").is_err());
+        assert!(validate_bmc_address("999.1.1.1").is_err());
+        assert!(validate_bmc_address("10.0.0").is_err());
+        assert!(validate_bmc_address("fe80::zz").is_err());
     }
 
     #[test]

@@ -720,10 +720,6 @@ impl Store {
         .bind(node_id.to_string())
         .execute(&mut **tx)
         .await?;
-        sqlx::query("DELETE FROM agent_tokens WHERE node_id = $1")
-            .bind(node_id.to_string())
-            .execute(&mut **tx)
-            .await?;
         let Some(phase) = Phase::of(state) else {
             return Ok(false);
         };

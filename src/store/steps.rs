@@ -464,6 +464,12 @@ impl Store {
             }
         }
         out.orphaned = self.fail_orphans(now).await?;
+        // Expired agent tokens are useless; ended-boot ones are kept until they
+        // expire so that a late agent is told precisely why it is refused.
+        sqlx::query("DELETE FROM agent_tokens WHERE expires_at < $1")
+            .bind(now)
+            .execute(&self.write)
+            .await?;
         Ok(out)
     }
 
