@@ -282,10 +282,10 @@ impl NewNode {
     /// Checks the request and fills in defaults; returns the name and the full MAC list.
     pub fn validate(&self) -> Result<(String, Vec<MacAddr>), FieldError> {
         let mut macs = self.macs.clone();
-        if let Some(b) = self.boot_mac {
-            if !macs.contains(&b) {
-                macs.insert(0, b);
-            }
+        if let Some(b) = self.boot_mac
+            && !macs.contains(&b)
+        {
+            macs.insert(0, b);
         }
         check_unique_macs(&macs)?;
         validate_bmc(&self.bmc, self.bmc.driver.unwrap_or_default())?;

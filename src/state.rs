@@ -507,10 +507,10 @@ mod tests {
             let mut i = 0;
             while i < seen.len() {
                 for e in ALL_EVENTS {
-                    if let Ok(n) = transition(seen[i], e) {
-                        if !seen.contains(&n) {
-                            seen.push(n);
-                        }
+                    if let Ok(n) = transition(seen[i], e)
+                        && !seen.contains(&n)
+                    {
+                        seen.push(n);
                     }
                 }
                 i += 1;

@@ -45,16 +45,14 @@ pub(super) async fn boot_script(
                     n.state,
                     NodeState::Inspecting | NodeState::Cleaning | NodeState::Deploying
                 )
+                && let Some(step) = app.store.active_step(n.id).await?
+                && step.stage != "finish"
             {
-                if let Some(step) = app.store.active_step(n.id).await? {
-                    if step.stage != "finish" {
-                        token = Some(
-                            app.store
-                                .mint_agent_token(n.id, step.id, app.cfg.boot.token_ttl)
-                                .await?,
-                        );
-                    }
-                }
+                token = Some(
+                    app.store
+                        .mint_agent_token(n.id, step.id, app.cfg.boot.token_ttl)
+                        .await?,
+                );
             }
             app.store
                 .log_event(

@@ -47,10 +47,10 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut err = json!({"code": self.code, "message": self.message});
-        if let (Some(extra), Some(obj)) = (self.extra, err.as_object_mut()) {
-            if let Some(e) = extra.as_object() {
-                obj.extend(e.clone());
-            }
+        if let (Some(extra), Some(obj)) = (self.extra, err.as_object_mut())
+            && let Some(e) = extra.as_object()
+        {
+            obj.extend(e.clone());
         }
         (self.status, axum::Json(json!({ "error": err }))).into_response()
     }

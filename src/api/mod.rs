@@ -66,10 +66,9 @@ impl AppState {
             .lock()
             .ok()
             .and_then(|c| c.get(token).copied())
+            && at.elapsed() < TTL
         {
-            if at.elapsed() < TTL {
-                return Ok(Some(role));
-            }
+            return Ok(Some(role));
         }
         let role = self.store.api_token_role(token).await?;
         if let (Some(r), Ok(mut c)) = (role, self.token_cache.lock()) {

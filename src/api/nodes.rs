@@ -179,13 +179,13 @@ pub(super) async fn action(
 ) -> Result<Response, ApiError> {
     let who = actor(&headers);
     let generation = if_match(&headers)?.or(body.generation);
-    if let Some(r) = &body.reason {
-        if r.len() > 1000 {
-            return Err(ApiError::bad_request(
-                "invalid_field",
-                "reason: at most 1000 characters",
-            ));
-        }
+    if let Some(r) = &body.reason
+        && r.len() > 1000
+    {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            "reason: at most 1000 characters",
+        ));
     }
     let node = match action.as_str() {
         "maintenance_on" => {

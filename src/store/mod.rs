@@ -192,14 +192,12 @@ impl Store {
                 .strip_prefix("sqlite://")
                 .map(|p| p.split('?').next().unwrap_or(p))
                 .filter(|p| !p.is_empty() && !p.contains(":memory:"))
+                && let Some(dir) = std::path::Path::new(path).parent()
+                && !dir.as_os_str().is_empty()
             {
-                if let Some(dir) = std::path::Path::new(path).parent() {
-                    if !dir.as_os_str().is_empty() {
-                        std::fs::create_dir_all(dir).map_err(|e| {
-                            StoreError::Corrupt(format!("cannot create {}: {e}", dir.display()))
-                        })?;
-                    }
-                }
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    StoreError::Corrupt(format!("cannot create {}: {e}", dir.display()))
+                })?;
             }
             let url = sqlite_url(url);
             let pragmas = sqlite_pragmas;
@@ -432,13 +430,13 @@ impl Store {
     ) -> Result<Node> {
         let rec = self.get_record(id_or_name).await?;
         let cur = &rec.node;
-        if let Some(g) = patch.generation {
-            if g != cur.generation {
-                return Err(StoreError::Conflict(format!(
-                    "node '{}' is at generation {}, not {g}: reload it and try again",
-                    cur.name, cur.generation
-                )));
-            }
+        if let Some(g) = patch.generation
+            && g != cur.generation
+        {
+            return Err(StoreError::Conflict(format!(
+                "node '{}' is at generation {}, not {g}: reload it and try again",
+                cur.name, cur.generation
+            )));
         }
         let mut changed: Vec<&str> = Vec::new();
         let name = match &patch.name {
@@ -460,10 +458,10 @@ impl Store {
             Some(m) => m.clone(),
             None => cur.macs.clone(),
         };
-        if let Some(b) = boot_mac {
-            if !macs.contains(&b) {
-                macs.insert(0, b);
-            }
+        if let Some(b) = boot_mac
+            && !macs.contains(&b)
+        {
+            macs.insert(0, b);
         }
         check_unique_macs(&macs)?;
         if macs != cur.macs {
@@ -648,10 +646,10 @@ impl Store {
     ) -> Result<Node> {
         let rec = self.get_record(id_or_name).await?;
         let node = &rec.node;
-        if let Some(g) = expected_generation {
-            if g != node.generation {
-                return Err(conflict(&node.name));
-            }
+        if let Some(g) = expected_generation
+            && g != node.generation
+        {
+            return Err(conflict(&node.name));
         }
         if node.maintenance && event != Event::Abort {
             return Err(StoreError::Maintenance {
@@ -762,17 +760,15 @@ impl Store {
         if res.rows_affected() == 0 {
             return Err(conflict(&node.name));
         }
-        if !on {
-            if let Some(phase) = Phase::of(node.state) {
-                sqlx::query(
-                    "UPDATE steps SET deadline = $1 WHERE node_id = $2 \
+        if !on && let Some(phase) = Phase::of(node.state) {
+            sqlx::query(
+                "UPDATE steps SET deadline = $1 WHERE node_id = $2 \
                      AND status IN ('pending', 'running', 'waiting')",
-                )
-                .bind(self.deadline_for(phase, now))
-                .bind(node.id.to_string())
-                .execute(&mut *tx)
-                .await?;
-            }
+            )
+            .bind(self.deadline_for(phase, now))
+            .bind(node.id.to_string())
+            .execute(&mut *tx)
+            .await?;
         }
         let action = if on {
             "maintenance_on"
@@ -1096,19 +1092,19 @@ async fn insert_ports(
 
 /// A unique violation that slipped past the checks (a concurrent insert).
 fn duplicate(e: sqlx::Error) -> StoreError {
-    if let sqlx::Error::Database(d) = &e {
-        if d.is_unique_violation() {
-            let what = format!("{} {}", d.message(), d.constraint().unwrap_or(""));
-            let field = if what.contains("name") {
-                "name"
-            } else {
-                "macs"
-            };
-            return StoreError::Duplicate {
-                field: field.into(),
-                message: format!("{field} is already used by another node"),
-            };
-        }
+    if let sqlx::Error::Database(d) = &e
+        && d.is_unique_violation()
+    {
+        let what = format!("{} {}", d.message(), d.constraint().unwrap_or(""));
+        let field = if what.contains("name") {
+            "name"
+        } else {
+            "macs"
+        };
+        return StoreError::Duplicate {
+            field: field.into(),
+            message: format!("{field} is already used by another node"),
+        };
     }
     StoreError::Db(e)
 }

@@ -424,8 +424,7 @@ impl Store {
     /// fail their nodes, and nodes in a transient state with no step fail too.
     pub async fn reap(&self) -> Result<Reaped> {
         let now = now_ms();
-        let mut out = Reaped::default();
-        out.resumed = sqlx::query(
+        let resumed = sqlx::query(
             "UPDATE steps SET status = 'pending', owner = NULL, lease_until = NULL, updated_at = $1 \
              WHERE status = 'running' AND lease_until < $1",
         )
@@ -433,6 +432,10 @@ impl Store {
         .execute(&self.write)
         .await?
         .rows_affected();
+        let mut out = Reaped {
+            resumed,
+            ..Reaped::default()
+        };
         if out.resumed > 0 {
             self.work_ready.notify_waiters();
         }
@@ -464,10 +467,10 @@ impl Store {
             }
         }
         out.orphaned = self.fail_orphans(now).await?;
-        // Expired agent tokens are useless; ended-boot ones are kept until they
-        // expire so that a late agent is told precisely why it is refused.
+        // Spent agent tokens are kept a day past their expiry so that a late
+        // agent is told precisely why it is refused, then purged.
         sqlx::query("DELETE FROM agent_tokens WHERE expires_at < $1")
-            .bind(now)
+            .bind(now - 86_400_000)
             .execute(&self.write)
             .await?;
         Ok(out)

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Installs and starts what racklift's tests need on a fresh Debian machine of
+# this project's kind, and does nothing that is already done. Run as root.
+#
+# Today: a PostgreSQL server on 127.0.0.1:5432 that accepts the `postgres` user
+# without a password (the PostgreSQL pass of the test suite uses it).
+set -euo pipefail
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+apt_updated=0
+apt_install() {
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  ((${#missing[@]})) || return 0
+  if ((apt_updated == 0)); then
+    apt-get update -qq
+    apt_updated=1
+  fi
+  log "installing ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# --- PostgreSQL ------------------------------------------------------------
+if ! command -v pg_lsclusters >/dev/null 2>&1 || [ -z "$(ls /etc/postgresql 2>/dev/null)" ]; then
+  apt_install postgresql postgresql-client
+fi
+ver=$(ls /etc/postgresql | sort -V | tail -n1)
+hba=/etc/postgresql/$ver/main/pg_hba.conf
+# Tests connect as postgres over TCP without a password: trust loopback only.
+if [ -f "$hba" ] && ! grep -Eq '^host\s+all\s+all\s+127\.0\.0\.1/32\s+trust' "$hba"; then
+  log "allowing passwordless loopback connections in $hba"
+  sed -i -E 's/^(host\s+all\s+all\s+127\.0\.0\.1\/32\s+)\S+/\1trust/' "$hba"
+  grep -Eq '^host\s+all\s+all\s+127\.0\.0\.1/32\s+trust' "$hba" || echo "host all all 127.0.0.1/32 trust" >> "$hba"
+  pg_ctlcluster --skip-systemctl-redirect "$ver" main reload 2>/dev/null || true
+fi
+if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+  log "starting PostgreSQL $ver"
+  pg_ctlcluster --skip-systemctl-redirect "$ver" main start
+fi
+for _ in $(seq 1 60); do
+  pg_isready -q -h 127.0.0.1 -p 5432 && break
+  sleep 0.5
+done
+pg_isready -h 127.0.0.1 -p 5432 >/dev/null || { log "PostgreSQL did not come up"; exit 1; }
+# Databases left by an interrupted earlier run.
+psql -h 127.0.0.1 -U postgres -d postgres -Atqc \
+  "SELECT datname FROM pg_database WHERE datname LIKE 'rl\_test\_%'" 2>/dev/null |
+  while read -r db; do psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true; done
+log "ready"
