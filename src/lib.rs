@@ -12,6 +12,7 @@ pub mod conductor;
 pub mod config;
 pub mod metrics;
 pub mod node;
+pub mod profiles;
 pub mod secrets;
 pub mod server;
 pub mod state;

@@ -467,15 +467,7 @@ on_both_backends!(live_event_stream_resumes_without_loss);
 async fn metrics_and_openapi(s: &TestServer) {
     s.create(fake_node("m1", "52:54:00:00:03:01")).await;
     let (_, _) = s.get("/v1/nodes/m1").await;
-    let r = s
-        .http
-        .get(format!("{}/metrics", s.url))
-        .bearer_auth(&s.token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let text = r.text().await.unwrap();
+    let text = s.metrics().await;
     assert!(
         text.contains("racklift_nodes{state=\"enrolled\"} 1"),
         "{text}"

@@ -18,6 +18,13 @@ async fn act_ok(s: &TestServer, node: &str, action: &str) -> Value {
     v
 }
 
+/// Enrols a fake-BMC node and takes it to manageable.
+async fn managed(s: &TestServer, name: &str, mac: &str, bmc: &str) {
+    s.create(node_body(name, mac, bmc, "pw")).await;
+    act_ok(s, name, "manage").await;
+    s.wait_state(name, "manageable").await;
+}
+
 /// Plays the agent: waits for the boot, fetches the script's token, reports.
 async fn agent_reports(s: &TestServer, mac: &str, ok: bool, message: &str) -> String {
     let token = s.boot_token(mac).await;
@@ -221,10 +228,7 @@ async fn bmc_failures_fail_or_retry_clearly(s: &TestServer) {
     assert_eq!(retries, 2);
 
     // Flaky: the retries succeed.
-    s.create(node_body("flaky", "52:54:00:10:02:03", "flaky-1", "pw"))
-        .await;
-    act_ok(s, "flaky", "manage").await;
-    s.wait_state("flaky", "manageable").await;
+    managed(s, "flaky", "52:54:00:10:02:03", "flaky-1").await;
 
     // An ipmi node without its driver in this build fails with the reason, not a hang.
     s.create(json!({"name": "ipmi-1", "bmc": {"driver": "ipmi", "address": "10.9.2.9"}}))
@@ -243,9 +247,7 @@ on_both_backends!(bmc_failures_fail_or_retry_clearly);
 
 async fn agent_failure_and_abort(s: &TestServer) {
     let mac = "52:54:00:10:03:01";
-    s.create(node_body("af-1", mac, "10.9.3.1", "pw")).await;
-    act_ok(s, "af-1", "manage").await;
-    s.wait_state("af-1", "manageable").await;
+    managed(s, "af-1", mac, "10.9.3.1").await;
     act_ok(s, "af-1", "provide").await;
     agent_reports(s, mac, false, "disk /dev/sdb did not wipe: I/O error").await;
     let n = s.wait_state("af-1", "clean_failed").await;
@@ -287,10 +289,7 @@ async fn agent_failure_and_abort(s: &TestServer) {
 on_both_backends!(agent_failure_and_abort);
 
 async fn inspection_times_out_with_a_reason(s: &TestServer) {
-    s.create(node_body("slow-1", "52:54:00:10:04:01", "10.9.4.1", "pw"))
-        .await;
-    act_ok(s, "slow-1", "manage").await;
-    s.wait_state("slow-1", "manageable").await;
+    managed(s, "slow-1", "52:54:00:10:04:01", "10.9.4.1").await;
     act_ok(s, "slow-1", "inspect").await;
     let n = s.wait_state("slow-1", "inspect_failed").await;
     let e = n["last_error"].as_str().unwrap();
@@ -307,9 +306,7 @@ on_both_backends!(inspection_times_out_with_a_reason, |c| c
 
 async fn agent_tokens_are_per_boot(s: &TestServer) {
     let mac = "52:54:00:10:05:01";
-    s.create(node_body("tok-1", mac, "10.9.5.1", "pw")).await;
-    act_ok(s, "tok-1", "manage").await;
-    s.wait_state("tok-1", "manageable").await;
+    managed(s, "tok-1", mac, "10.9.5.1").await;
     act_ok(s, "tok-1", "inspect").await;
     let token = s.boot_token(mac).await;
     // Forged, missing, and operator tokens are refused on agent endpoints.
@@ -356,25 +353,14 @@ async fn agent_tokens_are_per_boot(s: &TestServer) {
         .agent(&token, "/v1/agent/inventory", json!({"inventory": {}}))
         .await;
     assert_eq!(st, 401);
-    let r = s
-        .http
-        .get(format!("{}/metrics", s.url))
-        .bearer_auth(&s.token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let r = s.metrics().await;
     assert!(r.contains("racklift_agent_token_refused_total"), "{r}");
 }
 on_both_backends!(agent_tokens_are_per_boot);
 
 async fn expired_agent_token_is_refused(s: &TestServer) {
     let mac = "52:54:00:10:06:01";
-    s.create(node_body("exp-1", mac, "10.9.6.1", "pw")).await;
-    act_ok(s, "exp-1", "manage").await;
-    s.wait_state("exp-1", "manageable").await;
+    managed(s, "exp-1", mac, "10.9.6.1").await;
     act_ok(s, "exp-1", "inspect").await;
     let token = s.boot_token(mac).await;
     tokio::time::sleep(Duration::from_millis(1200)).await;

@@ -302,6 +302,19 @@ impl TestServer {
         v.as_array().cloned().unwrap_or_default()
     }
 
+    /// The Prometheus text at /metrics.
+    pub async fn metrics(&self) -> String {
+        let r = self
+            .http
+            .get(format!("{}/metrics", self.url))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.text().await.unwrap()
+    }
+
     /// The database, opened directly (to check what is stored at rest).
     pub async fn raw_db(&self) -> sqlx::AnyPool {
         sqlx::any::install_default_drivers();
