@@ -35,6 +35,13 @@ pub enum Command {
         #[command(subcommand)]
         cmd: NodeCmd,
     },
+    /// Role profiles: list, show, test against facts or a node, reload from disk.
+    Profile {
+        #[command(flatten)]
+        client: ClientOpts,
+        #[command(subcommand)]
+        cmd: ProfileCmd,
+    },
     /// API tokens (admin only).
     Token {
         #[command(flatten)]
@@ -135,6 +142,26 @@ pub struct NodeFields {
     pub profile: Option<String>,
     #[arg(long)]
     pub role: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProfileCmd {
+    /// List the profiles in force, in the order they are tried.
+    List,
+    /// Show one profile.
+    Show { name: String },
+    /// Dry-run every profile against a facts file (JSON list of
+    /// [class, type, key, value]) or a stored node; assigns nothing.
+    Test {
+        /// A JSON file of facts.
+        #[arg(long, conflicts_with = "node")]
+        facts: Option<PathBuf>,
+        /// A node's UUID or name.
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// Load the profile files again (a broken file keeps the previous set).
+    Reload,
 }
 
 #[derive(Debug, Subcommand)]
@@ -487,6 +514,104 @@ pub async fn run_client(command: Command) -> anyhow::Result<String> {
                             &["id", "at", "kind", "action", "state", "actor", "reason"],
                             &rows,
                         )
+                    }
+                }
+            };
+            Ok(out)
+        }
+        Command::Profile { client, cmd } => {
+            let c = Client::new(&client)?;
+            let out = match cmd {
+                ProfileCmd::List => {
+                    let p = c.call(Method::GET, "/v1/profiles", None).await?;
+                    let p = p.as_array().cloned().unwrap_or_default();
+                    if client.json {
+                        serde_json::to_string_pretty(&p)?
+                    } else {
+                        let rows: Vec<Vec<String>> = p
+                            .iter()
+                            .map(|x| {
+                                vec![
+                                    s(&x["order"]),
+                                    s(&x["name"]),
+                                    s(&x["quota"]),
+                                    s(&x["specs"]),
+                                    s(&x["hostnames"]),
+                                    s(&x["role"]),
+                                    s(&x["file"]),
+                                ]
+                            })
+                            .collect();
+                        table(
+                            &[
+                                "order",
+                                "name",
+                                "quota",
+                                "specs",
+                                "hostnames",
+                                "role",
+                                "file",
+                            ],
+                            &rows,
+                        )
+                    }
+                }
+                ProfileCmd::Show { name } => {
+                    let p = c
+                        .call(Method::GET, &format!("/v1/profiles/{}", enc(&name)), None)
+                        .await?;
+                    serde_json::to_string_pretty(&p)?
+                }
+                ProfileCmd::Test { facts, node } => {
+                    let body = match (facts, node) {
+                        (Some(f), None) => {
+                            let text = std::fs::read_to_string(&f)
+                                .with_context(|| format!("cannot read {}", f.display()))?;
+                            let v: Value = serde_json::from_str(&text)
+                                .with_context(|| format!("{} is not JSON", f.display()))?;
+                            json!({ "facts": v })
+                        }
+                        (None, Some(n)) => json!({ "node": n }),
+                        _ => bail!("give --facts FILE or --node ID"),
+                    };
+                    let r = c
+                        .call(Method::POST, "/v1/profiles/test", Some(body))
+                        .await?;
+                    if client.json {
+                        serde_json::to_string_pretty(&r)?
+                    } else {
+                        let rows: Vec<Vec<String>> = r["verdicts"]
+                            .as_array()
+                            .cloned()
+                            .unwrap_or_default()
+                            .iter()
+                            .map(|v| {
+                                vec![
+                                    s(&v["profile"]),
+                                    if v["matched"] == true {
+                                        "yes".into()
+                                    } else {
+                                        "no".into()
+                                    },
+                                    s(&v["reason"]),
+                                ]
+                            })
+                            .collect();
+                        format!(
+                            "selected: {}\n{}",
+                            s(&r["selected"]),
+                            table(&["profile", "match", "why not"], &rows)
+                        )
+                    }
+                }
+                ProfileCmd::Reload => {
+                    let r = c
+                        .call(Method::POST, "/v1/profiles/reload", Some(json!({})))
+                        .await?;
+                    if client.json {
+                        r.to_string()
+                    } else {
+                        format!("loaded: {}", s(&r["loaded"]))
                     }
                 }
             };

@@ -272,6 +272,7 @@ impl Conductor {
         let reported = || {
             step.outcome.clone().unwrap_or(crate::store::StepOutcome {
                 ok: false,
+                note: None,
                 message: Some("no report".into()),
             })
         };

@@ -81,6 +81,8 @@ struct Wire {
     #[serde(default)]
     boot: WireBoot,
     #[serde(default)]
+    profiles: WireProfiles,
+    #[serde(default)]
     dhcp: WireToggle,
     #[serde(default)]
     tftp: WireToggle,
@@ -143,6 +145,12 @@ struct WireBoot {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct WireProfiles {
+    dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct WireToggle {
     enabled: Option<bool>,
 }
@@ -164,6 +172,8 @@ pub struct Config {
     pub secrets: SecretsConfig,
     pub conductor: ConductorConfig,
     pub boot: BootConfig,
+    /// The directory of profile files (`*.toml`).
+    pub profiles_dir: PathBuf,
     pub dhcp_enabled: bool,
     pub tftp_enabled: bool,
     pub log: LogConfig,
@@ -480,6 +490,7 @@ fn validate(w: Wire) -> Result<Config, ConfigError> {
                 .map(|h| h.0)
                 .unwrap_or(Duration::from_secs(7200)),
         },
+        profiles_dir: w.profiles.dir.unwrap_or_else(|| PathBuf::from("profiles")),
         dhcp_enabled: w.dhcp.enabled.unwrap_or(false),
         tftp_enabled: w.tftp.enabled.unwrap_or(false),
         log: LogConfig { level, json },

@@ -155,6 +155,10 @@ pub struct Node {
     pub generation: i64,
     pub profile: Option<String>,
     pub role: Option<String>,
+    /// Given by the profile's hostname pool (or a pin) when the profile was selected.
+    pub hostname: Option<String>,
+    /// Addresses per network, from the profile's pools.
+    pub addresses: std::collections::BTreeMap<String, String>,
     pub last_error: Option<String>,
     pub maintenance: bool,
     pub maintenance_reason: Option<String>,

@@ -57,6 +57,10 @@ pub async fn start(cfg: Config, listener: TcpListener) -> anyhow::Result<Running
     {
         tracing::warn!(path = %path.display(), "first start: an admin API token was written to this file (mode 0600)");
     }
+    let profiles = crate::api::profiles::load(&cfg.profiles_dir)
+        .map_err(|e| anyhow::anyhow!("profiles: {e}"))?;
+    store.sync_pools(&profiles).await?;
+    tracing::info!(count = profiles.len(), dir = %cfg.profiles_dir.display(), "profiles loaded");
     let addr = listener.local_addr()?;
     let (shutdown, rx) = watch::channel(false);
     let metrics = Arc::new(Metrics::default());
@@ -106,6 +110,7 @@ pub async fn start(cfg: Config, listener: TcpListener) -> anyhow::Result<Running
         metrics,
         drivers.clone(),
         head_rx,
+        profiles,
     );
     let mut sd = rx.clone();
     tasks.push(tokio::spawn(async move {

@@ -495,3 +495,32 @@ async fn metrics_and_openapi(s: &TestServer) {
     assert!(doc["components"]["schemas"]["Node"].is_object());
 }
 on_both_backends!(metrics_and_openapi);
+
+async fn list_shows_every_change_at_once(s: &TestServer) {
+    s.create(fake_node("c1", "52:54:00:00:04:01")).await;
+    let (_, p) = s.get("/v1/nodes").await;
+    assert_eq!(p["nodes"][0]["role"], Value::Null);
+    let (st, _) = s
+        .req(
+            Method::PATCH,
+            "/v1/nodes/c1",
+            Some(json!({"role": "ceph-osd"})),
+        )
+        .await;
+    assert_eq!(st, 200);
+    let (_, p) = s.get("/v1/nodes").await;
+    assert_eq!(p["nodes"][0]["role"], "ceph-osd");
+    assert_eq!(p["nodes"][0], s.node("c1").await, "list and show agree");
+    s.act("c1", "manage").await;
+    s.wait_state("c1", "manageable").await;
+    let (_, p) = s.get("/v1/nodes?state=manageable").await;
+    assert_eq!(p["nodes"][0]["power_state"], "off");
+    assert_eq!(
+        p["nodes"][0]["allowed_actions"],
+        json!(["manage", "inspect", "provide"])
+    );
+    assert_eq!(s.req(Method::DELETE, "/v1/nodes/c1", None).await.0, 204);
+    let (_, p) = s.get("/v1/nodes").await;
+    assert_eq!(p["nodes"], json!([]));
+}
+on_both_backends!(list_shows_every_change_at_once);

@@ -9,6 +9,7 @@ use super::{ApiError, ApiJson, AppState, bearer};
 use crate::boot::{BootView, RamdiskParams, script};
 use crate::node::MacAddr;
 use crate::state::State as NodeState;
+use crate::store::profiles::Candidate;
 use crate::store::{AgentAuth, StepOutcome};
 use axum::Json;
 use axum::extract::{Query, State};
@@ -166,17 +167,61 @@ pub(super) async fn inventory(
                 "the inspection step is not waiting for the inventory yet; retry shortly",
             ));
         }
+        let (selected, note) = select_profile(&app, auth.node_id, &body.inventory).await?;
         app.store
             .agent_report(
                 auth.step_id,
                 &StepOutcome {
                     ok: true,
-                    message: Some(format!("{what} ({size} bytes)")),
+                    message: Some(format!("{what} ({size} bytes); {selected}")),
+                    note,
                 },
             )
             .await?;
     }
     Ok((StatusCode::ACCEPTED, Json(json!({"stored": true}))).into_response())
+}
+
+/// Matches the inventory's facts against the profiles in force and takes the
+/// first that matches and has room. Returns what happened, and the reason to
+/// keep as the node's last error when nothing could be selected.
+async fn select_profile(
+    app: &AppState,
+    node_id: uuid::Uuid,
+    inventory: &serde_json::Value,
+) -> Result<(String, Option<String>), ApiError> {
+    let profiles = app.profiles.read().map(|p| p.clone()).unwrap_or_default();
+    if profiles.is_empty() {
+        return Ok(("no profiles defined".into(), None));
+    }
+    let facts =
+        crate::profiles::matcher::Facts::new(crate::profiles::facts_from_inventory(inventory));
+    let verdicts = crate::profiles::evaluate(&profiles, &facts);
+    let candidates: Vec<Candidate<'_>> = verdicts
+        .iter()
+        .zip(profiles.iter())
+        .filter(|(v, _)| v.matched)
+        .map(|(v, p)| Candidate {
+            profile: p,
+            captures: &v.captures,
+        })
+        .collect();
+    let mut reasons: Vec<String> = verdicts.iter().filter_map(|v| v.reason.clone()).collect();
+    if !candidates.is_empty() {
+        match app
+            .store
+            .assign_profile(node_id, &candidates, "profiles")
+            .await?
+        {
+            Ok(a) => return Ok((format!("profile '{}' selected", a.profile), None)),
+            Err(why) => reasons.extend(why),
+        }
+    }
+    let why = format!("no profile could be selected: {}", reasons.join("; "));
+    app.store
+        .log_event(node_id, "profile", "profiles", &why)
+        .await?;
+    Ok(("no profile selected".into(), Some(why)))
 }
 
 /// `POST /v1/agent/status`: the agent's result for the boot's step.
@@ -205,6 +250,7 @@ pub(super) async fn status(
             &StepOutcome {
                 ok: body.ok,
                 message,
+                note: None,
             },
         )
         .await?

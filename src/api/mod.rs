@@ -10,6 +10,7 @@ mod error;
 mod events;
 mod nodes;
 pub mod openapi;
+pub mod profiles;
 mod tokens;
 
 pub use error::{ApiError, ApiJson};
@@ -29,6 +30,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
+/// Each node's serialized JSON with the generation it was made at.
+pub(crate) type NodeJsonCache = HashMap<uuid::Uuid, (i64, Arc<str>)>;
+
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
@@ -39,6 +43,10 @@ pub struct AppState {
     /// The newest event id known to this process (wakes the live stream).
     pub events_head: watch::Receiver<i64>,
     token_cache: Arc<Mutex<HashMap<String, (Role, Instant)>>>,
+    /// Each node's JSON at a generation; exact, since every change bumps it.
+    pub(crate) node_json: Arc<Mutex<NodeJsonCache>>,
+    /// The profile set in force (replaced whole by a successful reload).
+    pub profiles: Arc<std::sync::RwLock<Arc<Vec<crate::profiles::Profile>>>>,
 }
 
 impl AppState {
@@ -48,6 +56,7 @@ impl AppState {
         metrics: Arc<Metrics>,
         drivers: Drivers,
         events_head: watch::Receiver<i64>,
+        profiles: Vec<crate::profiles::Profile>,
     ) -> Self {
         AppState {
             store,
@@ -56,6 +65,8 @@ impl AppState {
             drivers,
             events_head,
             token_cache: Arc::default(),
+            node_json: Arc::default(),
+            profiles: Arc::new(std::sync::RwLock::new(Arc::new(profiles))),
         }
     }
 
@@ -144,6 +155,12 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/nodes/{id}/events", get(events::node_events))
         .route("/v1/nodes/{id}/inventory", get(nodes::inventory))
         .route("/v1/nodes/{id}/steps", get(nodes::steps))
+        .route("/v1/nodes/{id}/facts", get(profiles::facts))
+        .route("/v1/nodes/{id}/matches", get(profiles::matches))
+        .route("/v1/profiles", get(profiles::list))
+        .route("/v1/profiles/{name}", get(profiles::show))
+        .route("/v1/profiles/reload", post(profiles::reload))
+        .route("/v1/profiles/test", post(profiles::test))
         .route("/v1/events/stream", get(events::stream))
         .route("/v1/tokens", post(tokens::create).get(tokens::list))
         .route("/v1/tokens/{id}", axum::routing::delete(tokens::delete))

@@ -68,7 +68,7 @@ pub(super) struct NodePage {
 pub(super) async fn list(
     State(app): State<AppState>,
     params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<NodePage>, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(p) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
     let state = p
         .state
@@ -83,9 +83,9 @@ pub(super) async fn list(
             "limit must be between 1 and 1000",
         ));
     }
-    let nodes = app
+    let versions = app
         .store
-        .list_nodes(&NodeFilter {
+        .list_node_versions(&NodeFilter {
             state,
             profile: p.profile,
             maintenance: p.maintenance,
@@ -93,10 +93,54 @@ pub(super) async fn list(
             limit,
         })
         .await?;
-    let next = (nodes.len() as i64 == limit)
-        .then(|| nodes.last().map(|n| n.name.clone()))
+    let missing: Vec<uuid::Uuid> = {
+        let cache = app
+            .node_json
+            .lock()
+            .map_err(|_| ApiError::unavailable("node cache poisoned"))?;
+        versions
+            .iter()
+            .filter(|(id, g, _)| cache.get(id).is_none_or(|(cg, _)| cg < g))
+            .map(|(id, _, _)| *id)
+            .collect()
+    };
+    let fresh = if missing.is_empty() {
+        Vec::new()
+    } else {
+        app.store.nodes_by_ids(&missing).await?
+    };
+    let mut cache = app
+        .node_json
+        .lock()
+        .map_err(|_| ApiError::unavailable("node cache poisoned"))?;
+    if cache.len() + fresh.len() > 100_000 {
+        cache.clear();
+    }
+    for n in fresh {
+        let text = serde_json::to_string(&n).map_err(|e| ApiError::unavailable(&e.to_string()))?;
+        cache.insert(n.id, (n.generation, text.into()));
+    }
+    let mut body = String::with_capacity(versions.len() * 800 + 64);
+    body.push_str("{\"nodes\":[");
+    let mut first = true;
+    for (id, _, _) in &versions {
+        // A node deleted between the two queries is left out.
+        if let Some((_, json)) = cache.get(id) {
+            if !first {
+                body.push(',');
+            }
+            first = false;
+            body.push_str(json);
+        }
+    }
+    drop(cache);
+    let next = (versions.len() as i64 == limit)
+        .then(|| versions.last().map(|(_, _, name)| name.clone()))
         .flatten();
-    Ok(Json(NodePage { nodes, next }))
+    body.push_str("],\"next\":");
+    body.push_str(&serde_json::to_string(&next).unwrap_or_else(|_| "null".into()));
+    body.push('}');
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 #[utoipa::path(get, path = "/v1/nodes/{id}", params(("id" = String, Path, description = "UUID or name")),

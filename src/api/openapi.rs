@@ -1,6 +1,6 @@
 //! The OpenAPI document, generated from the handlers' annotations.
 
-use super::{agent, events, nodes, tokens};
+use super::{agent, events, nodes, profiles, tokens};
 use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -26,6 +26,7 @@ impl Modify for Security {
         nodes::create, nodes::list, nodes::show, nodes::update, nodes::delete, nodes::action, nodes::inventory, nodes::steps,
         events::node_events, events::stream,
         tokens::create, tokens::list, tokens::delete,
+        profiles::list, profiles::show, profiles::reload, profiles::test, profiles::facts, profiles::matches,
         agent::boot_script, agent::inventory, agent::status, agent::heartbeat, agent::log,
     ),
     components(schemas(crate::node::Node, crate::node::NewNode, crate::node::NodePatch, crate::node::BmcInput, crate::node::BmcView,

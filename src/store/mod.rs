@@ -14,6 +14,7 @@
 //! - a node's state changes only through [`crate::state::transition`];
 //! - a node has at most one active step (a partial unique index enforces it).
 
+pub mod profiles;
 mod steps;
 pub mod tokens;
 
@@ -122,7 +123,8 @@ macro_rules! node_cols {
     () => {
         "id, name, boot_mac, macs, bmc_driver, bmc_address, bmc_port, bmc_username, \
          bmc_password, bmc_verify_tls, state, target, generation, profile, role, last_error, \
-         maintenance, maintenance_reason, power_state, created_at, updated_at, state_changed_at"
+         maintenance, maintenance_reason, power_state, created_at, updated_at, state_changed_at, \
+         hostname, addresses"
     };
 }
 pub(crate) use node_cols;
@@ -284,10 +286,11 @@ impl Store {
         let now = now_ms();
         let driver = new.bmc.driver.unwrap_or_default();
         let sealed = new.bmc.password.as_deref().map(|p| self.secrets.seal(p));
+        let boot_mac = new.boot_mac.or(macs.first().copied());
+        // The unique indexes decide; who holds a taken name or MAC is looked up
+        // only after a refusal, to say so.
         let mut tx = self.write.begin().await?;
-        ensure_name_free(&mut tx, &name, None).await?;
-        ensure_macs_free(&mut tx, &macs, None).await?;
-        sqlx::query(
+        let inserted = sqlx::query(
             "INSERT INTO nodes (id, name, boot_mac, macs, bmc_driver, bmc_address, bmc_port, \
              bmc_username, bmc_password, bmc_verify_tls, state, target, generation, profile, role, \
              maintenance, created_at, updated_at, state_changed_at) \
@@ -295,7 +298,7 @@ impl Store {
         )
         .bind(id.to_string())
         .bind(name.clone())
-        .bind(new.boot_mac.or(macs.first().copied()).map(|m| m.to_string()))
+        .bind(boot_mac.map(|m| m.to_string()))
         .bind(join_macs(&macs))
         .bind(driver.as_str())
         .bind(new.bmc.address.clone())
@@ -308,9 +311,18 @@ impl Store {
         .bind(new.role.clone())
         .bind(now)
         .execute(&mut *tx)
-        .await
-        .map_err(duplicate)?;
-        insert_ports(&mut tx, id, &macs).await?;
+        .await;
+        let inserted = match inserted {
+            Ok(_) => insert_ports(&mut tx, id, &macs).await,
+            Err(e) => Err(duplicate(e)),
+        };
+        if let Err(e) = inserted {
+            drop(tx);
+            return Err(match e {
+                StoreError::Duplicate { .. } => self.who_holds(&name, &macs).await.unwrap_or(e),
+                other => other,
+            });
+        }
         insert_event(
             &mut tx,
             id,
@@ -325,7 +337,45 @@ impl Store {
         .await?;
         tx.commit().await?;
         self.events_written.notify_waiters();
-        self.get_node(&id.to_string()).await
+        let at = rfc3339(now);
+        Ok(Node {
+            id,
+            name,
+            boot_mac,
+            macs,
+            bmc: BmcView {
+                driver,
+                address: new.bmc.address.clone(),
+                port: new.bmc.port,
+                username: new.bmc.username.clone(),
+                password_set: new.bmc.password.is_some(),
+                verify_tls: new.bmc.verify_tls.unwrap_or(true),
+            },
+            state: State::Enrolled,
+            target: None,
+            generation: 1,
+            profile: new.profile.clone(),
+            role: new.role.clone(),
+            hostname: None,
+            addresses: Default::default(),
+            last_error: None,
+            maintenance: false,
+            maintenance_reason: None,
+            power_state: None,
+            created_at: at.clone(),
+            updated_at: at.clone(),
+            state_changed_at: at,
+            allowed_actions: action_names(State::Enrolled),
+        })
+    }
+
+    /// After a unique violation: which node holds the name or one of the MACs.
+    async fn who_holds(&self, name: &str, macs: &[MacAddr]) -> Option<StoreError> {
+        let mut tx = self.read.begin().await.ok()?;
+        if let Err(e) = ensure_name_free(&mut tx, name, None).await {
+            return Some(e);
+        }
+        ensure_macs_free(&mut tx, macs, None).await.err()
     }
 
     /// A node by UUID or name.
@@ -371,15 +421,13 @@ impl Store {
         row.map(|r| node_from_row(&r)).transpose()
     }
 
-    /// A page of nodes, ordered by name.
-    pub async fn list_nodes(&self, f: &NodeFilter) -> Result<Vec<Node>> {
+    /// A page of nodes, ordered by name: each node's id, generation and name.
+    /// Callers holding a node's JSON for that generation need nothing more
+    /// (every change bumps the generation); [`Store::nodes_by_ids`] fetches the rest.
+    pub async fn list_node_versions(&self, f: &NodeFilter) -> Result<Vec<(Uuid, i64, String)>> {
         // Built from fixed fragments only; every value is bound. One statement per
         // combination of filters lets both databases use their indexes.
-        let mut sql = String::from(concat!(
-            "SELECT ",
-            node_cols!(),
-            " FROM nodes WHERE name > $1"
-        ));
+        let mut sql = String::from("SELECT id, generation, name FROM nodes WHERE name > $1");
         let mut n = 1;
         let mut next = |col: &str, sql: &mut String| {
             n += 1;
@@ -407,8 +455,36 @@ impl Store {
         }
         let rows = q.bind(f.limit).fetch_all(&self.read).await?;
         rows.iter()
-            .map(|r| node_from_row(r).map(|rec| rec.node))
+            .map(|r| {
+                let id: String = r.try_get("id")?;
+                Ok((
+                    Uuid::parse_str(&id).map_err(|e| corrupt("id", e))?,
+                    r.try_get("generation")?,
+                    r.try_get("name")?,
+                ))
+            })
             .collect()
+    }
+
+    /// The nodes with these ids (in no particular order; missing ones are skipped).
+    pub async fn nodes_by_ids(&self, ids: &[Uuid]) -> Result<Vec<Node>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(200) {
+            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            // Fixed text plus numbered placeholders; the ids are bound.
+            let sql = format!(
+                concat!("SELECT ", node_cols!(), " FROM nodes WHERE id IN ({})"),
+                marks.join(", ")
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(id.to_string());
+            }
+            for r in q.fetch_all(&self.read).await? {
+                out.push(node_from_row(&r)?.node);
+            }
+        }
+        Ok(out)
     }
 
     /// How many nodes are in each state.
@@ -608,6 +684,7 @@ impl Store {
         }
         let now = now_ms();
         let mut tx = self.write.begin().await?;
+        profiles::release_in(&mut tx, node.id).await?;
         let res = sqlx::query("DELETE FROM nodes WHERE id = $1 AND generation = $2")
             .bind(node.id.to_string())
             .bind(node.generation)
@@ -1160,6 +1237,9 @@ fn node_from_row(r: &sqlx::any::AnyRow) -> Result<NodeRecord> {
         generation: r.try_get("generation")?,
         profile: r.try_get("profile")?,
         role: r.try_get("role")?,
+        hostname: r.try_get("hostname")?,
+        addresses: serde_json::from_str(&r.try_get::<String, _>("addresses")?)
+            .map_err(|e| corrupt("addresses", e))?,
         last_error: r.try_get("last_error")?,
         maintenance: r.try_get::<i64, _>("maintenance")? != 0,
         maintenance_reason: r.try_get("maintenance_reason")?,
@@ -1167,16 +1247,20 @@ fn node_from_row(r: &sqlx::any::AnyRow) -> Result<NodeRecord> {
         created_at: rfc3339(created),
         updated_at: rfc3339(updated),
         state_changed_at: rfc3339(changed),
-        allowed_actions: state
-            .allowed_actions()
-            .iter()
-            .map(|e| e.as_str().to_string())
-            .collect(),
+        allowed_actions: action_names(state),
     };
     Ok(NodeRecord {
         node,
         bmc_password_sealed: sealed,
     })
+}
+
+fn action_names(state: State) -> Vec<String> {
+    state
+        .allowed_actions()
+        .iter()
+        .map(|e| e.as_str().to_string())
+        .collect()
 }
 
 fn event_from_row(r: &sqlx::any::AnyRow) -> Result<EventRow> {

@@ -74,6 +74,10 @@ impl Phase {
 pub struct StepOutcome {
     pub ok: bool,
     pub message: Option<String>,
+    /// Kept as the node's `last_error` even when the step succeeds (e.g. an
+    /// inspection whose hardware matched no profile).
+    #[serde(default)]
+    pub note: Option<String>,
 }
 
 /// A claimed or inspected step.
@@ -258,7 +262,8 @@ impl Store {
         owner: &str,
         result: Result<Option<String>, String>,
     ) -> Result<bool> {
-        self.close_step(step.id, Guard::Owner(owner), result, "conductor")
+        let note = step.outcome.as_ref().and_then(|o| o.note.clone());
+        self.close_step(step.id, Guard::Owner(owner), result, note, "conductor")
             .await
     }
 
@@ -267,6 +272,7 @@ impl Store {
         step_id: i64,
         guard: Guard<'_>,
         result: Result<Option<String>, String>,
+        note: Option<String>,
         actor: &str,
     ) -> Result<bool> {
         let now = now_ms();
@@ -307,7 +313,10 @@ impl Store {
             };
             let node_id: String = row.try_get("node_id")?;
             let rec = self.record_in(&mut tx, &node_id).await?;
-            match self.settle(&mut tx, &rec, &result, actor, now).await {
+            match self
+                .settle(&mut tx, &rec, &result, note.as_deref(), actor, now)
+                .await
+            {
                 Ok(()) => {}
                 Err(StoreError::Conflict(_)) => continue,
                 Err(e) => return Err(e),
@@ -344,6 +353,7 @@ impl Store {
         tx: &mut Transaction<'static, Any>,
         rec: &NodeRecord,
         result: &Result<Option<String>, String>,
+        note: Option<&str>,
         actor: &str,
         now: i64,
     ) -> Result<()> {
@@ -358,7 +368,7 @@ impl Store {
             return Ok(());
         };
         let (message, last_error) = match result {
-            Ok(m) => (m.clone(), None),
+            Ok(m) => (m.clone(), note),
             Err(e) => (Some(e.clone()), Some(e.as_str())),
         };
         let next = match (event, to, node.target) {
@@ -460,7 +470,7 @@ impl Store {
             };
             let reason = format!("{phase} timed out after {waited} s while {what}");
             if self
-                .close_step(id, Guard::Expired(now), Err(reason), "conductor")
+                .close_step(id, Guard::Expired(now), Err(reason), None, "conductor")
                 .await?
             {
                 out.timed_out += 1;
@@ -531,7 +541,7 @@ impl Store {
                 rec.node.state
             );
             match self
-                .settle(&mut tx, &rec, &Err(reason), "conductor", now)
+                .settle(&mut tx, &rec, &Err(reason), None, "conductor", now)
                 .await
             {
                 Ok(()) => {
@@ -553,8 +563,14 @@ impl Store {
         let Some(step) = self.active_step(node_id).await? else {
             return Ok(false);
         };
-        self.close_step(step.id, Guard::Active, Err(reason.to_string()), "conductor")
-            .await
+        self.close_step(
+            step.id,
+            Guard::Active,
+            Err(reason.to_string()),
+            None,
+            "conductor",
+        )
+        .await
     }
 
     /// Every step of a node, newest first (for the API).

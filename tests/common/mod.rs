@@ -87,6 +87,8 @@ pub fn test_config(dir: &std::path::Path, db_url: &str) -> Config {
     cfg.conductor.retry_backoff = Duration::from_millis(20);
     cfg.conductor.workers = 4;
     cfg.http.public_url = "http://racklift.test:8080".into();
+    // No profiles unless a test asks for them.
+    cfg.profiles_dir = dir.join("profiles");
     cfg
 }
 

@@ -1,0 +1,169 @@
+//! Profile endpoints: list, show, reload from disk, dry-run tests, and a node's
+//! facts and match explanations.
+
+use super::{ApiError, ApiJson, AppState};
+use crate::profiles::matcher::{Fact, Facts};
+use crate::profiles::{Profile, Verdict, evaluate, facts_from_inventory, load_dir};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::sync::Arc;
+use utoipa::ToSchema;
+
+/// Loads the profile directory; a missing directory is an empty set.
+pub fn load(dir: &std::path::Path) -> Result<Vec<Profile>, crate::profiles::ProfileError> {
+    if !dir.exists() {
+        tracing::info!(dir = %dir.display(), "no profile directory: no profiles");
+        return Ok(Vec::new());
+    }
+    load_dir(dir)
+}
+
+fn current(app: &AppState) -> Arc<Vec<Profile>> {
+    app.profiles.read().map(|p| p.clone()).unwrap_or_default()
+}
+
+/// A profile in the list.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct ProfileSummary {
+    name: String,
+    order: i64,
+    quota: crate::profiles::profile::Quota,
+    specs: usize,
+    hostnames: usize,
+    role: Option<String>,
+    file: String,
+}
+
+#[utoipa::path(get, path = "/v1/profiles", responses((status = 200, body = Vec<ProfileSummary>)), security(("bearer" = [])))]
+pub(super) async fn list(State(app): State<AppState>) -> Json<Vec<ProfileSummary>> {
+    Json(
+        current(&app)
+            .iter()
+            .map(|p| ProfileSummary {
+                name: p.name.clone(),
+                order: p.order,
+                quota: p.quota,
+                specs: p.specs.len(),
+                hostnames: p.hostnames.len(),
+                role: p.role.clone(),
+                file: p.file.clone(),
+            })
+            .collect(),
+    )
+}
+
+#[utoipa::path(get, path = "/v1/profiles/{name}", params(("name" = String, Path)), responses((status = 200, body = Profile), (status = 404, description = "No such profile")), security(("bearer" = [])))]
+pub(super) async fn show(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Profile>, ApiError> {
+    current(&app)
+        .iter()
+        .find(|p| p.name == name)
+        .cloned()
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("profile '{name}' not found")))
+}
+
+#[utoipa::path(post, path = "/v1/profiles/reload", responses((status = 200, description = "Loaded"), (status = 400, description = "A file is broken; the previous set stays in force")), security(("bearer" = [])))]
+pub(super) async fn reload(
+    State(app): State<AppState>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    match load(&app.cfg.profiles_dir) {
+        Ok(set) => {
+            app.store.sync_pools(&set).await?;
+            let names: Vec<String> = set.iter().map(|p| p.name.clone()).collect();
+            if let Ok(mut p) = app.profiles.write() {
+                *p = Arc::new(set);
+            }
+            tracing::info!(?names, "profiles reloaded");
+            Ok(Json(json!({"loaded": names})))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "profile reload refused; the previous set stays in force");
+            Err(ApiError {
+                status: StatusCode::BAD_REQUEST,
+                code: "invalid_profile",
+                message: format!("{e}; the previous profiles stay in force"),
+                extra: Some(json!({"file": e.file, "line": e.line})),
+            })
+        }
+    }
+}
+
+/// What to test the profiles against: facts, or a stored node.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TestBody {
+    #[schema(value_type = Option<Vec<Vec<String>>>)]
+    facts: Option<Vec<Fact>>,
+    /// A node's UUID or name: its stored inventory is used.
+    node: Option<String>,
+}
+
+/// The outcome of a dry run: every profile's verdict, and the one that would be chosen.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct TestResult {
+    selected: Option<String>,
+    verdicts: Vec<Verdict>,
+}
+
+fn result(profiles: &[Profile], facts: Vec<Fact>) -> TestResult {
+    let verdicts = evaluate(profiles, &Facts::new(facts));
+    TestResult {
+        selected: verdicts
+            .iter()
+            .find(|v| v.matched)
+            .map(|v| v.profile.clone()),
+        verdicts,
+    }
+}
+
+async fn node_facts(app: &AppState, id: &str) -> Result<Vec<Fact>, ApiError> {
+    let node = app.store.get_node(id).await?;
+    let inv = app.store.inventory(node.id).await?.ok_or_else(|| {
+        ApiError::not_found(format!(
+            "node '{}' has no inventory yet: inspect it",
+            node.name
+        ))
+    })?;
+    Ok(facts_from_inventory(&inv))
+}
+
+#[utoipa::path(post, path = "/v1/profiles/test", request_body = TestBody, responses((status = 200, body = TestResult)), security(("bearer" = [])))]
+pub(super) async fn test(
+    State(app): State<AppState>,
+    ApiJson(body): ApiJson<TestBody>,
+) -> Result<Json<TestResult>, ApiError> {
+    let facts = match (body.facts, body.node) {
+        (Some(f), None) => f,
+        (None, Some(n)) => node_facts(&app, &n).await?,
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_body",
+                "give exactly one of 'facts' or 'node'",
+            ));
+        }
+    };
+    Ok(Json(result(&current(&app), facts)))
+}
+
+#[utoipa::path(get, path = "/v1/nodes/{id}/facts", params(("id" = String, Path)), responses((status = 200, description = "[class, type, key, value] facts")), security(("bearer" = [])))]
+pub(super) async fn facts(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<Fact>>, ApiError> {
+    Ok(Json(node_facts(&app, &id).await?))
+}
+
+#[utoipa::path(get, path = "/v1/nodes/{id}/matches", params(("id" = String, Path)), responses((status = 200, body = TestResult)), security(("bearer" = [])))]
+pub(super) async fn matches(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<TestResult>, ApiError> {
+    let facts = node_facts(&app, &id).await?;
+    Ok(Json(result(&current(&app), facts)))
+}
