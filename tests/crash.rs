@@ -229,15 +229,7 @@ async fn crash_case(backend: Backend) {
     }
     drop(p);
     if let Some((admin, url)) = pg {
-        let name = url.rsplit('/').next().unwrap().to_string();
-        use sqlx::Connection;
-        if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-            )))
-            .execute(&mut c)
-            .await;
-        }
+        drop_db(&admin, &url).await;
     }
 }
 
@@ -268,13 +260,22 @@ fn cli(dir: &std::path::Path, url: &str, args: &[&str]) -> (bool, String) {
 }
 
 /// The README's first tour, with the CLI, against the real binary.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cli_tour() {
+async fn cli_tour(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let db = format!(
-        "sqlite://{}/racklift-data/racklift.db",
-        dir.path().display()
-    );
+    let pg = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => match common::fresh_pg_db().await {
+            Some(p) => Some(p),
+            None => return,
+        },
+    };
+    let db = match &pg {
+        Some((_, url)) => url.clone(),
+        None => format!(
+            "sqlite://{}/racklift-data/racklift.db",
+            dir.path().display()
+        ),
+    };
     let p = spawn(dir.path(), &db, &[]).await;
     let d = dir.path();
     let (ok, out) = cli(
@@ -347,4 +348,30 @@ async fn cli_tour() {
             && err.contains("line 2"),
         "{err}"
     );
+    drop(p);
+    if let Some((admin, url)) = pg {
+        drop_db(&admin, &url).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_tour_sqlite() {
+    cli_tour(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_tour_postgres() {
+    cli_tour(Backend::Postgres).await;
+}
+
+async fn drop_db(admin: &str, url: &str) {
+    use sqlx::Connection;
+    let name = url.rsplit('/').next().unwrap_or_default().to_string();
+    if let Ok(mut c) = sqlx::PgConnection::connect(admin).await {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&mut c)
+        .await;
+    }
 }
