@@ -524,3 +524,56 @@ async fn list_shows_every_change_at_once(s: &TestServer) {
     assert_eq!(p["nodes"], json!([]));
 }
 on_both_backends!(list_shows_every_change_at_once);
+
+async fn concurrent_enrolments_each_get_their_own_answer(s: &TestServer) {
+    // 30 distinct nodes, plus one that reuses a name and one that reuses a MAC,
+    // all at once: the group writer must not let a duplicate sink its batch.
+    let mut bodies: Vec<Value> = (0..30).map(|i| json!({"name": format!("burst-{i:02}"), "boot_mac": format!("52:54:00:05:00:{i:02x}")})).collect();
+    bodies.push(json!({"name": "burst-00", "boot_mac": "52:54:00:05:01:00"}));
+    bodies.push(json!({"name": "burst-dup-mac", "boot_mac": "52:54:00:05:00:01"}));
+    let tasks: Vec<_> = bodies
+        .into_iter()
+        .map(|b| {
+            let http = s.http.clone();
+            let url = format!("{}/v1/nodes", s.url);
+            let token = s.token.clone();
+            tokio::spawn(async move {
+                let r = http
+                    .post(url)
+                    .bearer_auth(token)
+                    .json(&b)
+                    .send()
+                    .await
+                    .unwrap();
+                (r.status().as_u16(), r.json::<Value>().await.unwrap())
+            })
+        })
+        .collect();
+    let mut created = 0;
+    let mut codes = Vec::new();
+    for t in tasks {
+        let (st, v) = t.await.unwrap();
+        match st {
+            201 => created += 1,
+            409 => codes.push(v["error"]["code"].as_str().unwrap().to_string()),
+            other => panic!("{other}: {v}"),
+        }
+    }
+    codes.sort();
+    assert_eq!(created, 30);
+    assert_eq!(codes, ["duplicate_mac", "duplicate_name"]);
+    assert_eq!(node_count(s).await, 30);
+    let created_events = s
+        .store()
+        .events_after(0, 1000)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.kind == "created")
+        .count();
+    assert_eq!(
+        created_events, 30,
+        "one created event per node, none for the refused"
+    );
+}
+on_both_backends!(concurrent_enrolments_each_get_their_own_answer);

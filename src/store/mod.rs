@@ -14,6 +14,7 @@
 //! - a node's state changes only through [`crate::state::transition`];
 //! - a node has at most one active step (a partial unique index enforces it).
 
+mod enrol;
 pub mod profiles;
 mod steps;
 pub mod tokens;
@@ -148,6 +149,8 @@ pub struct Store {
     pub events_written: Arc<Notify>,
     /// Woken when a step becomes due in this process.
     pub work_ready: Arc<Notify>,
+    /// The enrolment writer (group commit).
+    enrol: tokio::sync::mpsc::Sender<enrol::Pending>,
 }
 
 impl std::fmt::Debug for Store {
@@ -226,13 +229,16 @@ impl Store {
             sqlx::migrate!("migrations/postgres").run(&pool).await?;
             (Backend::Postgres, pool.clone(), pool)
         };
+        let events_written = Arc::new(Notify::new());
+        let enrol = enrol::spawn(write.clone(), events_written.clone());
         Ok(Store {
+            enrol,
             read,
             write,
             backend,
             secrets,
             timeouts: Arc::new(timeouts),
-            events_written: Arc::new(Notify::new()),
+            events_written,
             work_ready: Arc::new(Notify::new()),
         })
     }
@@ -287,58 +293,9 @@ impl Store {
         let driver = new.bmc.driver.unwrap_or_default();
         let sealed = new.bmc.password.as_deref().map(|p| self.secrets.seal(p));
         let boot_mac = new.boot_mac.or(macs.first().copied());
-        // The unique indexes decide; who holds a taken name or MAC is looked up
-        // only after a refusal, to say so.
-        let mut tx = self.write.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO nodes (id, name, boot_mac, macs, bmc_driver, bmc_address, bmc_port, \
-             bmc_username, bmc_password, bmc_verify_tls, state, target, generation, profile, role, \
-             maintenance, created_at, updated_at, state_changed_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULL, 1, $12, $13, 0, $14, $14, $14)",
-        )
-        .bind(id.to_string())
-        .bind(name.clone())
-        .bind(boot_mac.map(|m| m.to_string()))
-        .bind(join_macs(&macs))
-        .bind(driver.as_str())
-        .bind(new.bmc.address.clone())
-        .bind(new.bmc.port.map(i64::from))
-        .bind(new.bmc.username.clone())
-        .bind(sealed)
-        .bind(i64::from(new.bmc.verify_tls.unwrap_or(true)))
-        .bind(State::Enrolled.as_str())
-        .bind(new.profile.clone())
-        .bind(new.role.clone())
-        .bind(now)
-        .execute(&mut *tx)
-        .await;
-        let inserted = match inserted {
-            Ok(_) => insert_ports(&mut tx, id, &macs).await,
-            Err(e) => Err(duplicate(e)),
-        };
-        if let Err(e) = inserted {
-            drop(tx);
-            return Err(match e {
-                StoreError::Duplicate { .. } => self.who_holds(&name, &macs).await.unwrap_or(e),
-                other => other,
-            });
-        }
-        insert_event(
-            &mut tx,
-            id,
-            "created",
-            None,
-            Some(State::Enrolled),
-            Some("create"),
-            actor,
-            None,
-            now,
-        )
-        .await?;
-        tx.commit().await?;
-        self.events_written.notify_waiters();
+        let (taken_name, taken_macs) = (name.clone(), macs.clone());
         let at = rfc3339(now);
-        Ok(Node {
+        let node = Node {
             id,
             name,
             boot_mac,
@@ -366,7 +323,30 @@ impl Store {
             updated_at: at.clone(),
             state_changed_at: at,
             allowed_actions: action_names(State::Enrolled),
-        })
+        };
+        // The unique indexes decide; who holds a taken name or MAC is looked up
+        // only after a refusal, to say so.
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let pending = enrol::Pending {
+            node,
+            sealed_password: sealed,
+            actor: actor.to_string(),
+            at: now,
+            reply,
+        };
+        self.enrol
+            .send(pending)
+            .await
+            .map_err(|_| StoreError::Corrupt("the enrolment writer has stopped".into()))?;
+        let written = answer
+            .await
+            .map_err(|_| StoreError::Corrupt("the enrolment writer has stopped".into()))?;
+        match written {
+            Err(e @ StoreError::Duplicate { .. }) => {
+                Err(self.who_holds(&taken_name, &taken_macs).await.unwrap_or(e))
+            }
+            other => other,
+        }
     }
 
     /// After a unique violation: which node holds the name or one of the MACs.
