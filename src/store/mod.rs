@@ -406,7 +406,9 @@ impl Store {
     /// (every change bumps the generation); [`Store::nodes_by_ids`] fetches the rest.
     pub async fn list_node_versions(&self, f: &NodeFilter) -> Result<Vec<(Uuid, i64, String)>> {
         // Built from fixed fragments only; every value is bound. One statement per
-        // combination of filters lets both databases use their indexes.
+        // combination of filters lets both databases use their indexes. The page
+        // comes back as one aggregated row (SQLite 3.44+ and PostgreSQL both have
+        // `string_agg ... ORDER BY`): one row to move instead of one per node.
         let mut sql = String::from("SELECT id, generation, name FROM nodes WHERE name > $1");
         let mut n = 1;
         let mut next = |col: &str, sql: &mut String| {
@@ -423,6 +425,10 @@ impl Store {
             next("maintenance", &mut sql);
         }
         sql.push_str(&format!(" ORDER BY name LIMIT ${}", n + 1));
+        let sql = format!(
+            "SELECT string_agg(id || ' ' || generation || ' ' || name, ',' ORDER BY name) AS page \
+             FROM ({sql}) AS p"
+        );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(f.after.clone().unwrap_or_default());
         if let Some(s) = f.state {
             q = q.bind(s.as_str());
@@ -433,15 +439,23 @@ impl Store {
         if let Some(m) = f.maintenance {
             q = q.bind(i64::from(m));
         }
-        let rows = q.bind(f.limit).fetch_all(&self.read).await?;
-        rows.iter()
-            .map(|r| {
-                let id: String = r.try_get("id")?;
-                Ok((
-                    Uuid::parse_str(&id).map_err(|e| corrupt("id", e))?,
-                    r.try_get("generation")?,
-                    r.try_get("name")?,
-                ))
+        let row = q.bind(f.limit).fetch_one(&self.read).await?;
+        let page: Option<String> = row.try_get("page")?;
+        // Names never hold spaces or commas (see `validate_name`), nor do UUIDs.
+        page.unwrap_or_default()
+            .split(',')
+            .filter(|e| !e.is_empty())
+            .map(|e| {
+                let mut it = e.splitn(3, ' ');
+                let (id, generation, name) = (it.next(), it.next(), it.next());
+                match (
+                    id.map(Uuid::parse_str),
+                    generation.map(str::parse::<i64>),
+                    name,
+                ) {
+                    (Some(Ok(id)), Some(Ok(g)), Some(name)) => Ok((id, g, name.to_string())),
+                    _ => Err(corrupt("page", format!("unreadable entry '{e}'"))),
+                }
             })
             .collect()
     }
