@@ -309,3 +309,43 @@ on_both_backends!(
         std::fs::write(c.profiles_dir.join("tiny.toml"), TINY).unwrap();
     }
 );
+
+const TWO: &str = r#"
+name = "two"
+quota = "unlimited"
+specs = [["cpu", "physical", "number", "ge(1)"]]
+[hostnames]
+list = ["alpha", "beta"]
+"#;
+
+async fn an_exhausted_pool_is_a_clear_reason(s: &TestServer) {
+    let profiles = load_dir(&s.cfg.profiles_dir).unwrap();
+    let captures = Default::default();
+    let c = [Candidate {
+        profile: &profiles[0],
+        captures: &captures,
+    }];
+    let mut got = Vec::new();
+    for i in 0..3 {
+        let n = s.create(json!({"name": format!("x{i}")})).await;
+        let id = uuid::Uuid::parse_str(n["id"].as_str().unwrap()).unwrap();
+        got.push(s.store().assign_profile(id, &c, "test").await.unwrap());
+    }
+    assert_eq!(got[0].as_ref().unwrap().hostname.as_deref(), Some("alpha"));
+    assert_eq!(got[1].as_ref().unwrap().hostname.as_deref(), Some("beta"));
+    assert_eq!(
+        got[2].as_ref().unwrap_err(),
+        &vec!["two: no hostname left in its pool".to_string()]
+    );
+    // The refused node took no quota and holds nothing.
+    assert_eq!(s.store().quota_used().await.unwrap()["two"], 2);
+    let n = s.node("x2").await;
+    assert_eq!(
+        (n["profile"].clone(), n["hostname"].clone()),
+        (Value::Null, Value::Null)
+    );
+}
+on_both_backends!(an_exhausted_pool_is_a_clear_reason, |c| {
+    std::fs::create_dir_all(&c.profiles_dir).unwrap();
+    std::fs::write(c.profiles_dir.join("two.toml"), TWO).unwrap();
+});
