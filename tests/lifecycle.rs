@@ -607,3 +607,33 @@ async fn s_create(s: &TestServer, i: usize) {
     ))
     .await;
 }
+
+async fn heartbeat_says_wait_then_poweroff(s: &TestServer) {
+    let mac = "52:54:00:10:0a:01";
+    managed(s, "hb-1", mac, "10.9.11.1").await;
+    act_ok(s, "hb-1", "provide").await;
+    let token = s.boot_token(mac).await;
+    let (_, v) = s.agent(&token, "/v1/agent/heartbeat", json!({})).await;
+    assert_eq!(v["command"], "wait");
+    // Maintenance holds the step at its finishing stage once the report is in.
+    let (st, _) = s
+        .post(
+            "/v1/nodes/hb-1/actions/maintenance_on",
+            json!({"reason": "watch the agent"}),
+        )
+        .await;
+    assert_eq!(st, 202);
+    let (st, _) = s
+        .agent(
+            &token,
+            "/v1/agent/status",
+            json!({"ok": true, "message": "wiped"}),
+        )
+        .await;
+    assert_eq!(st, 202);
+    let (_, v) = s.agent(&token, "/v1/agent/heartbeat", json!({})).await;
+    assert_eq!(v["command"], "poweroff", "{v}");
+    act_ok(s, "hb-1", "maintenance_off").await;
+    s.wait_state("hb-1", "available").await;
+}
+on_both_backends!(heartbeat_says_wait_then_poweroff);

@@ -267,7 +267,7 @@ pub(super) async fn status(
 /// What the agent should do next.
 #[derive(Debug, Serialize, ToSchema)]
 pub(super) struct Command {
-    /// `wait` (keep heartbeating) or `poweroff`.
+    /// `wait` (keep heartbeating) or `poweroff` (the report is in; the step is finishing).
     command: String,
 }
 
@@ -277,7 +277,9 @@ pub(super) async fn heartbeat(
     headers: HeaderMap,
 ) -> Result<Json<Command>, ApiError> {
     let auth = agent(&app, &headers).await?;
-    let command = if auth.waiting { "wait" } else { "poweroff" };
+    // Until the report is in, the agent waits (also while the step is still
+    // starting: a fast machine can boot before the BMC calls return).
+    let command = if auth.finishing { "poweroff" } else { "wait" };
     Ok(Json(Command {
         command: command.into(),
     }))

@@ -63,6 +63,8 @@ pub struct AgentAuth {
     pub step_id: i64,
     /// Whether the step still waits for the agent's report.
     pub waiting: bool,
+    /// Whether the step has its report and is finishing (powering off).
+    pub finishing: bool,
 }
 
 impl Store {
@@ -190,7 +192,7 @@ impl Store {
         text: &str,
     ) -> Result<Result<AgentAuth, AgentTokenError>> {
         let row = sqlx::query(
-            "SELECT t.node_id, t.step_id, t.expires_at, s.status FROM agent_tokens t \
+            "SELECT t.node_id, t.step_id, t.expires_at, s.status, s.stage FROM agent_tokens t \
              LEFT JOIN steps s ON s.id = t.step_id WHERE t.hash = $1",
         )
         .bind(hash_token(text))
@@ -213,6 +215,7 @@ impl Store {
             node_id: Uuid::parse_str(&node).map_err(|e| StoreError::Corrupt(e.to_string()))?,
             step_id: r.try_get("step_id")?,
             waiting: status.as_deref() == Some("waiting"),
+            finishing: r.try_get::<Option<String>, _>("stage")?.as_deref() == Some("finish"),
         }))
     }
 }
