@@ -10,6 +10,7 @@ pub mod boot;
 pub mod cli;
 pub mod conductor;
 pub mod config;
+pub mod dhcp;
 pub mod metrics;
 pub mod node;
 pub mod profiles;
