@@ -21,6 +21,24 @@ impl Drop for Proc {
     }
 }
 
+/// The database a case runs on: SQLite in `dir`, or a fresh PostgreSQL database
+/// (with what is needed to drop it). None when PostgreSQL is skipped.
+async fn database(
+    backend: Backend,
+    dir: &std::path::Path,
+) -> Option<(Option<(String, String)>, String)> {
+    match backend {
+        Backend::Sqlite => Some((
+            None,
+            format!("sqlite://{}/racklift-data/racklift.db", dir.display()),
+        )),
+        Backend::Postgres => {
+            let (admin, url) = common::fresh_pg_db().await?;
+            Some((Some((admin, url.clone())), url))
+        }
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -70,19 +88,8 @@ async fn spawn(dir: &std::path::Path, db_url: &str, extra: &[(&str, &str)]) -> P
 
 async fn crash_case(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let pg = match backend {
-        Backend::Sqlite => None,
-        Backend::Postgres => match common::fresh_pg_db().await {
-            Some(p) => Some(p),
-            None => return,
-        },
-    };
-    let db_url = match &pg {
-        Some((_, url)) => url.clone(),
-        None => format!(
-            "sqlite://{}/racklift-data/racklift.db",
-            dir.path().display()
-        ),
+    let Some((pg, db_url)) = database(backend, dir.path()).await else {
+        return;
     };
     // Short phase timeouts so every phase waiting for an agent ends by itself.
     let timeouts = [
@@ -229,7 +236,7 @@ async fn crash_case(backend: Backend) {
     }
     drop(p);
     if let Some((admin, url)) = pg {
-        drop_db(&admin, &url).await;
+        common::drop_pg_db(&admin, &url).await;
     }
 }
 
@@ -262,19 +269,8 @@ fn cli(dir: &std::path::Path, url: &str, args: &[&str]) -> (bool, String) {
 /// The README's first tour, with the CLI, against the real binary.
 async fn cli_tour(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let pg = match backend {
-        Backend::Sqlite => None,
-        Backend::Postgres => match common::fresh_pg_db().await {
-            Some(p) => Some(p),
-            None => return,
-        },
-    };
-    let db = match &pg {
-        Some((_, url)) => url.clone(),
-        None => format!(
-            "sqlite://{}/racklift-data/racklift.db",
-            dir.path().display()
-        ),
+    let Some((pg, db)) = database(backend, dir.path()).await else {
+        return;
     };
     let p = spawn(dir.path(), &db, &[]).await;
     let d = dir.path();
@@ -350,7 +346,7 @@ async fn cli_tour(backend: Backend) {
     );
     drop(p);
     if let Some((admin, url)) = pg {
-        drop_db(&admin, &url).await;
+        common::drop_pg_db(&admin, &url).await;
     }
 }
 
@@ -362,16 +358,4 @@ async fn cli_tour_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_tour_postgres() {
     cli_tour(Backend::Postgres).await;
-}
-
-async fn drop_db(admin: &str, url: &str) {
-    use sqlx::Connection;
-    let name = url.rsplit('/').next().unwrap_or_default().to_string();
-    if let Ok(mut c) = sqlx::PgConnection::connect(admin).await {
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-        )))
-        .execute(&mut c)
-        .await;
-    }
 }

@@ -64,7 +64,8 @@ pub async fn fresh_pg_db() -> Option<(String, String)> {
     Some((admin, format!("{base}/{name}")))
 }
 
-async fn drop_pg_db(admin: &str, db_url: &str) {
+/// Drops a database made by [`fresh_pg_db`].
+pub async fn drop_pg_db(admin: &str, db_url: &str) {
     let name = db_url.rsplit('/').next().unwrap_or_default().to_string();
     if let Ok(mut conn) = sqlx::PgConnection::connect(admin).await {
         let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
