@@ -221,6 +221,31 @@ async fn no_answer_is_transient_and_bounded() {
     assert!(e.to_string().contains("nothing listens on UDP port"), "{e}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_commands_to_one_bmc_are_serialised() {
+    let Some(sim) = start_sim().await else { return };
+    let proxy = Proxy::start(sim.port, 0).await;
+    let d = Drivers::default();
+    let mut tasks = JoinSet::new();
+    for i in 0..8 {
+        let bmc = driver(&d, proxy.port);
+        tasks.spawn(async move {
+            if i % 2 == 0 {
+                bmc.power_state().await.map(|_| ())
+            } else {
+                bmc.set_boot_device(BootDevice::Pxe, false).await
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.expect("task").expect("command");
+    }
+    let st = proxy.stats();
+    assert_eq!(st.sessions(), 8, "{st:?}");
+    assert_eq!(st.max_sessions_in_flight(), 1, "{st:?}");
+    assert_eq!(sim.log(), vec!["boot pxe"; 4]);
+}
+
 async fn node_walk_with_an_ipmi_bmc(s: &TestServer) {
     let Some(sim) = start_sim().await else { return };
     let mac = "52:54:00:20:00:01";
@@ -307,6 +332,18 @@ impl ProxyStats {
         ports.sort_unstable();
         ports.dedup();
         ports.len()
+    }
+
+    /// The most sessions that had packets both before and after some moment.
+    fn max_sessions_in_flight(&self) -> usize {
+        let mut span: HashMap<u16, (usize, usize)> = HashMap::new();
+        for (i, p) in self.order.iter().enumerate() {
+            span.entry(*p).and_modify(|s| s.1 = i).or_insert((i, i));
+        }
+        (0..self.order.len())
+            .map(|i| span.values().filter(|(a, b)| *a <= i && i <= *b).count())
+            .max()
+            .unwrap_or(0)
     }
 }
 

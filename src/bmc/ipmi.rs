@@ -18,6 +18,10 @@
 //!   the code in words;
 //! - what IPMI cannot express (UEFI HTTP boot) or credentials IPMI cannot
 //!   carry: [`BmcError::Unsupported`].
+//!
+//! [`crate::bmc::Drivers`] hands every driver for the same BMC address and port
+//! one lock, held for the whole session, so one BMC never sees two of
+//! racklift's sessions at once.
 
 mod commands;
 mod relay;
@@ -33,6 +37,7 @@ use ipmi_rs::connection::IpmiCommand;
 use ipmi_rs::rmcp::{ActivationError, RakpMessage4ParseError, Rmcp, V2_0ActivationError};
 use ipmi_rs::{Ipmi, IpmiError};
 use relay::{Failure, Relay, Tries};
+use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,6 +72,19 @@ impl Default for IpmiSettings {
             tries: 4,
             firmware_boot: FirmwareBoot::Uefi,
         }
+    }
+}
+
+/// One lock per BMC (address and port), shared by every driver for it.
+#[derive(Clone, Default)]
+pub(super) struct BmcLocks(Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>);
+
+impl BmcLocks {
+    pub(super) fn get(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut all = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        // Forget locks nobody holds or waits for.
+        all.retain(|_, l| Arc::strong_count(l) > 1);
+        all.entry(key.to_string()).or_default().clone()
     }
 }
 
@@ -136,6 +154,19 @@ impl std::fmt::Debug for IpmiDriver {
 }
 
 impl IpmiDriver {
+    /// The lock key of a target: its BMC's address and port.
+    pub(super) fn lock_key(target: &BmcTarget) -> String {
+        format!(
+            "{}:{}",
+            target
+                .address
+                .as_deref()
+                .unwrap_or_default()
+                .to_ascii_lowercase(),
+            target.port.unwrap_or(DEFAULT_PORT)
+        )
+    }
+
     /// A driver for `target`; `lock` must be the one lock of its BMC.
     pub(super) fn new(
         target: &BmcTarget,
@@ -551,6 +582,22 @@ mod tests {
         let mut no_addr = target("admin", "x");
         no_addr.address = None;
         assert!(IpmiDriver::new(&no_addr, IpmiSettings::default(), lock).is_err());
+    }
+
+    #[test]
+    fn one_lock_per_bmc_address_and_port() {
+        let locks = BmcLocks::default();
+        let t = target("admin", "x");
+        assert_eq!(IpmiDriver::lock_key(&t), "bmc-1.example:623");
+        let a = locks.get(&IpmiDriver::lock_key(&t));
+        let b = locks.get("bmc-1.example:623");
+        assert!(Arc::ptr_eq(&a, &b));
+        let other = locks.get("bmc-1.example:624");
+        assert!(!Arc::ptr_eq(&a, &other));
+        drop((a, b, other));
+        // Unused locks are forgotten.
+        let _c = locks.get("x:1");
+        assert_eq!(locks.0.lock().unwrap().len(), 1);
     }
 
     #[tokio::test]

@@ -14,6 +14,9 @@
 //!
 //! Errors say whether retrying can help ([`BmcError::is_transient`]); the
 //! conductor retries transient ones with backoff and fails the node otherwise.
+//! [`Drivers`] serialises the commands to each IPMI BMC (address and port): a
+//! BMC never sees two of this process's sessions at once, however many nodes
+//! or workers share it.
 
 mod fake;
 pub mod ipmi;
@@ -138,6 +141,8 @@ pub struct Drivers {
     pub fake: FakeBmcs,
     /// Timeouts, tries and boot mode of the `ipmi` driver.
     pub ipmi: IpmiSettings,
+    /// One lock per IPMI BMC: its commands never overlap.
+    ipmi_locks: ipmi::BmcLocks,
 }
 
 impl Drivers {
@@ -145,11 +150,10 @@ impl Drivers {
         match target.driver {
             BmcDriverKind::Fake => Ok(Box::new(self.fake.driver(target))),
             BmcDriverKind::None => Ok(Box::new(Manual)),
-            BmcDriverKind::Ipmi => Ok(Box::new(IpmiDriver::new(
-                target,
-                self.ipmi,
-                Default::default(),
-            )?)),
+            BmcDriverKind::Ipmi => {
+                let lock = self.ipmi_locks.get(&IpmiDriver::lock_key(target));
+                Ok(Box::new(IpmiDriver::new(target, self.ipmi, lock)?))
+            }
             BmcDriverKind::Redfish => Err(BmcError::Unsupported(format!(
                 "the '{}' BMC driver is not available in this racklift build",
                 target.driver.as_str()
