@@ -230,16 +230,18 @@ async fn bmc_failures_fail_or_retry_clearly(s: &TestServer) {
     // Flaky: the retries succeed.
     managed(s, "flaky", "52:54:00:10:02:03", "flaky-1").await;
 
-    // An ipmi node without its driver in this build fails with the reason, not a hang.
-    s.create(json!({"name": "ipmi-1", "bmc": {"driver": "ipmi", "address": "10.9.2.9"}}))
+    // An ipmi node whose BMC port is closed: retried, then failed with the reason.
+    let closed = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .unwrap()
+        .port();
+    s.create(json!({"name": "ipmi-1", "bmc": {"driver": "ipmi", "address": "127.0.0.1", "port": closed}}))
         .await;
     act_ok(s, "ipmi-1", "manage").await;
     let n = s.wait_state("ipmi-1", "enrolled").await;
+    let e = n["last_error"].as_str().unwrap_or_default();
     assert!(
-        n["last_error"]
-            .as_str()
-            .unwrap()
-            .contains("'ipmi' BMC driver is not available"),
+        e.contains("after 3 attempts") && e.contains("nothing listens on UDP port"),
         "{n}"
     );
 }

@@ -1,18 +1,28 @@
 //! BMC control: one driver interface for power and boot device, and the drivers
 //! behind it.
 //!
-//! Drivers here: `fake` (an in-process stand-in with scriptable faults, for tests
-//! and demos) and `none` (no BMC: power is switched by hand and racklift only
-//! waits). `ipmi` and `redfish` nodes are accepted and stored; until their
-//! drivers are built, any step that needs them fails at once with a clear
-//! "driver not available" error rather than hanging.
+//! Drivers here:
+//! - `ipmi` ([`ipmi`]): IPMI 2.0 over LAN (RMCP+, cipher suite 3) through the
+//!   `ipmi-rs` crate, one session per command, requests retransmitted when an
+//!   answer is late;
+//! - `fake` (an in-process stand-in with scriptable faults, for tests and demos);
+//! - `none` (no BMC: power is switched by hand and racklift only waits).
+//!
+//! `redfish` nodes are accepted and stored; until that driver is built, any step
+//! that needs it fails at once with a clear "driver not available" error rather
+//! than hanging.
 //!
 //! Errors say whether retrying can help ([`BmcError::is_transient`]); the
 //! conductor retries transient ones with backoff and fails the node otherwise.
+//! [`Drivers`] serialises the commands to each IPMI BMC (address and port): a
+//! BMC never sees two of this process's sessions at once, however many nodes
+//! or workers share it.
 
 mod fake;
+pub mod ipmi;
 
 pub use fake::{FakeBmcs, FakeMachine};
+pub use ipmi::{FirmwareBoot, IpmiDriver, IpmiSettings};
 
 use crate::node::BmcDriverKind;
 use async_trait::async_trait;
@@ -129,6 +139,10 @@ pub trait BmcDriver: Send + Sync {
 #[derive(Clone, Default)]
 pub struct Drivers {
     pub fake: FakeBmcs,
+    /// Timeouts, tries and boot mode of the `ipmi` driver.
+    pub ipmi: IpmiSettings,
+    /// One lock per IPMI BMC: its commands never overlap.
+    ipmi_locks: ipmi::BmcLocks,
 }
 
 impl Drivers {
@@ -136,7 +150,11 @@ impl Drivers {
         match target.driver {
             BmcDriverKind::Fake => Ok(Box::new(self.fake.driver(target))),
             BmcDriverKind::None => Ok(Box::new(Manual)),
-            BmcDriverKind::Ipmi | BmcDriverKind::Redfish => Err(BmcError::Unsupported(format!(
+            BmcDriverKind::Ipmi => {
+                let lock = self.ipmi_locks.get(&IpmiDriver::lock_key(target));
+                Ok(Box::new(IpmiDriver::new(target, self.ipmi, lock)?))
+            }
+            BmcDriverKind::Redfish => Err(BmcError::Unsupported(format!(
                 "the '{}' BMC driver is not available in this racklift build",
                 target.driver.as_str()
             ))),
