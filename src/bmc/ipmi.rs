@@ -5,9 +5,9 @@
 //! Every driver call is one session: activate with the node's user name and
 //! password, raise the session to the administrator level, send the command
 //! (Get Chassis Status, Chassis Control or Set System Boot Options; see
-//! [`commands`]), close the session. ipmi-rs is blocking, so a session runs in
+//! `commands`), close the session. ipmi-rs is blocking, so a session runs in
 //! `spawn_blocking`; it does not retransmit, so its packets go through a small
-//! [`relay`] that resends a request whose answer is late (1 s per try, 4 tries
+//! `relay` that resends a request whose answer is late (1 s per try, 4 tries
 //! by default, [`IpmiSettings`]).
 //!
 //! Errors are classified for the conductor:
@@ -178,7 +178,7 @@ impl IpmiDriver {
             .clone()
             .ok_or_else(|| BmcError::Unsupported("an IPMI BMC needs an address".into()))?;
         let user = target.username.clone().unwrap_or_default();
-        // RAKP carries at most 16 bytes of printable ASCII; ipmi-rs would
+        // RAKP carries at most 16 bytes of ASCII without NUL; ipmi-rs would
         // silently truncate or drop anything else.
         if user.len() > 16 || !user.bytes().all(|b| b.is_ascii() && b != 0) {
             return Err(BmcError::Unsupported(format!(
