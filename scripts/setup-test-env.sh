@@ -3,7 +3,9 @@
 # this project's kind, and does nothing that is already done. Run as root.
 #
 # Today: a PostgreSQL server on 127.0.0.1:5432 that accepts the `postgres` user
-# without a password (the PostgreSQL pass of the test suite uses it).
+# without a password (the PostgreSQL pass of the test suite uses it), and the
+# TFTP peers of tests/tftp.rs and benches/tftp.rs (atftp, curl, tftpd-hpa; the
+# tftpd-hpa service is not started: the bench runs in.tftpd itself).
 set -euo pipefail
 
 log() { printf 'setup: %s\n' "$*" >&2; }
@@ -22,6 +24,9 @@ apt_install() {
   log "installing ${missing[*]}"
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
+
+# --- TFTP clients and the peer server ---------------------------------------
+apt_install atftp curl tftpd-hpa
 
 # --- PostgreSQL ------------------------------------------------------------
 if ! command -v pg_lsclusters >/dev/null 2>&1 || [ -z "$(ls /etc/postgresql 2>/dev/null)" ]; then
