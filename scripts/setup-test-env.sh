@@ -3,9 +3,11 @@
 # this project's kind, and does nothing that is already done. Run as root.
 #
 # Today: a PostgreSQL server on 127.0.0.1:5432 that accepts the `postgres` user
-# without a password (the PostgreSQL pass of the test suite uses it), and
+# without a password (the PostgreSQL pass of the test suite uses it);
 # OpenIPMI's `ipmi_sim` with `ipmitool` (the IPMI driver's tests and benchmark
-# start their own simulated BMCs on loopback; nothing runs as a service).
+# start their own simulated BMCs on loopback; nothing runs as a service); and
+# the TFTP peers of tests/tftp.rs and benches/tftp.rs (atftp, curl, tftpd-hpa;
+# the tftpd-hpa service is not started: the bench runs in.tftpd itself).
 set -euo pipefail
 
 log() { printf 'setup: %s\n' "$*" >&2; }
@@ -27,6 +29,9 @@ apt_install() {
 
 # --- IPMI: a simulated BMC and a reference client ---------------------------
 apt_install openipmi ipmitool
+
+# --- TFTP clients and the peer server ---------------------------------------
+apt_install atftp curl tftpd-hpa
 
 # --- PostgreSQL ------------------------------------------------------------
 if ! command -v pg_lsclusters >/dev/null 2>&1 || [ -z "$(ls /etc/postgresql 2>/dev/null)" ]; then

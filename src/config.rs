@@ -85,7 +85,7 @@ struct Wire {
     #[serde(default)]
     dhcp: WireToggle,
     #[serde(default)]
-    tftp: WireToggle,
+    tftp: WireTftp,
     #[serde(default)]
     log: WireLog,
 }
@@ -157,6 +157,14 @@ struct WireToggle {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct WireTftp {
+    enabled: Option<bool>,
+    listen: Option<String>,
+    root: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct WireLog {
     level: Option<String>,
     format: Option<String>,
@@ -175,9 +183,21 @@ pub struct Config {
     /// The directory of profile files (`*.toml`).
     pub profiles_dir: PathBuf,
     pub dhcp_enabled: bool,
-    pub tftp_enabled: bool,
+    pub tftp: TftpConfig,
     pub log: LogConfig,
 }
+
+#[derive(Debug, Clone)]
+pub struct TftpConfig {
+    pub enabled: bool,
+    /// UDP address the TFTP server binds.
+    pub listen: SocketAddr,
+    /// The directory served read-only (created at start-up when it is the default one).
+    pub root: PathBuf,
+}
+
+/// Where Debian's `ipxe` package puts its boot files: the TFTP root by default when present.
+pub const IPXE_DIR: &str = "/usr/lib/ipxe";
 
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
@@ -437,6 +457,7 @@ fn validate(w: Wire) -> Result<Config, ConfigError> {
             ));
         }
     };
+    let tftp = validate_tftp(w.tftp, &data_dir)?;
     let kernel_url = w
         .boot
         .kernel_url
@@ -492,8 +513,40 @@ fn validate(w: Wire) -> Result<Config, ConfigError> {
         },
         profiles_dir: w.profiles.dir.unwrap_or_else(|| PathBuf::from("profiles")),
         dhcp_enabled: w.dhcp.enabled.unwrap_or(false),
-        tftp_enabled: w.tftp.enabled.unwrap_or(false),
+        tftp,
         log: LogConfig { level, json },
+    })
+}
+
+fn validate_tftp(w: WireTftp, data_dir: &Path) -> Result<TftpConfig, ConfigError> {
+    let enabled = w.enabled.unwrap_or(false);
+    let listen_text = w.listen.unwrap_or_else(|| "0.0.0.0:69".into());
+    let listen: SocketAddr = listen_text.parse().map_err(|_| {
+        invalid(
+            "tftp.listen",
+            format!("'{listen_text}' is not an address:port such as 0.0.0.0:69"),
+        )
+    })?;
+    let root = match w.root {
+        Some(r) if r.as_os_str().is_empty() => {
+            return Err(invalid("tftp.root", "must not be empty"));
+        }
+        Some(r) => {
+            if enabled && !r.is_dir() {
+                return Err(invalid(
+                    "tftp.root",
+                    format!("'{}' is not a directory", r.display()),
+                ));
+            }
+            r
+        }
+        None if Path::new(IPXE_DIR).is_dir() => PathBuf::from(IPXE_DIR),
+        None => data_dir.join("tftp"),
+    };
+    Ok(TftpConfig {
+        enabled,
+        listen,
+        root,
     })
 }
 
@@ -515,7 +568,13 @@ mod tests {
             c.secrets.key_file,
             PathBuf::from("./racklift-data/secret.key")
         );
-        assert!(!c.dhcp_enabled && !c.tftp_enabled);
+        assert!(!c.dhcp_enabled && !c.tftp.enabled);
+        assert_eq!(c.tftp.listen.to_string(), "0.0.0.0:69");
+        if Path::new(IPXE_DIR).is_dir() {
+            assert_eq!(c.tftp.root, PathBuf::from(IPXE_DIR));
+        } else {
+            assert_eq!(c.tftp.root, PathBuf::from("./racklift-data/tftp"));
+        }
         assert_eq!(c.conductor.timeouts.inspect, Duration::from_secs(1800));
     }
 
@@ -529,6 +588,8 @@ mod tests {
         assert_eq!(c.conductor.timeouts.deploy, d.conductor.timeouts.deploy);
         assert_eq!(c.conductor.max_attempts, d.conductor.max_attempts);
         assert_eq!(c.boot.token_ttl, d.boot.token_ttl);
+        assert_eq!(c.tftp.listen, d.tftp.listen);
+        assert_eq!(c.tftp.enabled, d.tftp.enabled);
     }
 
     #[test]
@@ -548,6 +609,22 @@ mod tests {
         assert!(e.contains("database.url"), "{e}");
         let e = parse("[conductor]\nworkers = 0\n").unwrap_err().to_string();
         assert!(e.contains("conductor.workers"), "{e}");
+        let e = parse("[tftp]\nlisten = \"69\"\n").unwrap_err().to_string();
+        assert!(e.contains("tftp.listen"), "{e}");
+        let e = parse("[tftp]\nroot = \"\"\n").unwrap_err().to_string();
+        assert!(e.contains("tftp.root"), "{e}");
+        let e = parse("[tftp]\nenabled = true\nroot = \"/nonexistent/racklift-tftp\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("tftp.root") && e.contains("not a directory"),
+            "{e}"
+        );
+        let c =
+            parse("[tftp]\nenabled = true\nlisten = \"127.0.0.1:6969\"\nroot = \"/\"\n").unwrap();
+        assert!(c.tftp.enabled);
+        assert_eq!(c.tftp.listen.port(), 6969);
+        assert_eq!(c.tftp.root, PathBuf::from("/"));
     }
 
     #[test]

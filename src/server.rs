@@ -1,7 +1,10 @@
 //! Start-up and shutdown: opens the data directory and the store, makes the first
-//! admin token, starts the conductor, the event pump and the HTTP server.
+//! admin token, starts the conductor, the event pump, the HTTP server and, when
+//! enabled, the TFTP server.
 //!
-//! The caller binds the listener and passes it in, so tests bind port 0.
+//! The caller binds the HTTP listener and passes it in, so tests bind port 0.
+//! The TFTP socket is bound here from `tftp.listen` (tests of the TFTP server
+//! itself call `tftp::serve` with a socket of their own).
 
 use crate::api::{AppState, router};
 use crate::bmc::Drivers;
@@ -101,6 +104,22 @@ pub async fn start(cfg: Config, listener: TcpListener) -> anyhow::Result<Running
         tasks.push(tokio::spawn(async move {
             if let Err(e) = conductor.run(sd).await {
                 tracing::error!(error = %e, "conductor stopped");
+            }
+        }));
+    }
+    if cfg.tftp.enabled {
+        let root = cfg.tftp.root.clone();
+        if !root.exists() {
+            std::fs::create_dir_all(&root)
+                .with_context(|| format!("cannot create TFTP root {}", root.display()))?;
+        }
+        let socket = std::net::UdpSocket::bind(cfg.tftp.listen)
+            .with_context(|| format!("cannot bind TFTP on {}", cfg.tftp.listen))?;
+        let metrics = metrics.clone();
+        let sd = rx.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = crate::tftp::serve(socket, &root, metrics, sd).await {
+                tracing::error!(error = %e, "TFTP server stopped");
             }
         }));
     }
