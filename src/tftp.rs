@@ -320,13 +320,31 @@ pub async fn serve_with(
         .build()
         .await?;
     tracing::info!(%addr, root = %root.display(), "tftp serving");
-    tokio::select! {
-        r = server.serve() => r.map_err(|e| anyhow::anyhow!("TFTP server on {addr} stopped: {e}")),
-        _ = shutdown.wait_for(|s| *s) => {
-            tracing::info!(%addr, "tftp stopped");
-            Ok(())
-        }
-    }
+    // async-tftp's sockets are driven by async-io's reactor. Polling the server
+    // on Tokio would cost a cross-thread wake-up per block; on its own thread
+    // under `async_io::block_on` the reactor and the transfers share a thread.
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("racklift-tftp".into())
+        .spawn(move || {
+            let result = async_io::block_on(async {
+                let serve = std::pin::pin!(server.serve());
+                let stop = std::pin::pin!(shutdown.wait_for(|s| *s));
+                match futures::future::select(serve, stop).await {
+                    futures::future::Either::Left((r, _)) => {
+                        r.map_err(|e| anyhow::anyhow!("TFTP server on {addr} stopped: {e}"))
+                    }
+                    futures::future::Either::Right(_) => {
+                        tracing::info!(%addr, "tftp stopped");
+                        Ok(())
+                    }
+                }
+            });
+            let _ = done_tx.send(result);
+        })?;
+    done_rx
+        .await
+        .map_err(|_| anyhow::anyhow!("TFTP server thread on {addr} ended without a word"))?
 }
 
 #[cfg(test)]
