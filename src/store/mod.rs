@@ -64,6 +64,9 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored value is corrupt: {0}")]
     Corrupt(String),
+    /// A file or task the store depends on failed (not the data itself).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -201,7 +204,7 @@ impl Store {
                 && !dir.as_os_str().is_empty()
             {
                 std::fs::create_dir_all(dir).map_err(|e| {
-                    StoreError::Corrupt(format!("cannot create {}: {e}", dir.display()))
+                    StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
                 })?;
             }
             let url = sqlite_url(url);
@@ -337,10 +340,10 @@ impl Store {
         self.enrol
             .send(pending)
             .await
-            .map_err(|_| StoreError::Corrupt("the enrolment writer has stopped".into()))?;
+            .map_err(|_| StoreError::Unavailable("the enrolment writer has stopped".into()))?;
         let written = answer
             .await
-            .map_err(|_| StoreError::Corrupt("the enrolment writer has stopped".into()))?;
+            .map_err(|_| StoreError::Unavailable("the enrolment writer has stopped".into()))?;
         match written {
             Err(e @ StoreError::Duplicate { .. }) => {
                 Err(self.who_holds(&taken_name, &taken_macs).await.unwrap_or(e))

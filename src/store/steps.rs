@@ -99,8 +99,6 @@ enum Guard<'a> {
     Owner(&'a str),
     /// Active and past its deadline.
     Expired(i64),
-    /// Active, whatever its stage (start-up recovery).
-    Active,
 }
 
 /// What a reaper pass did.
@@ -292,11 +290,6 @@ impl Store {
                      WHERE id = $4 AND status IN ('pending', 'running', 'waiting') AND deadline < $5 \
                      RETURNING node_id"
                 }
-                Guard::Active => {
-                    "UPDATE steps SET status = $1, last_error = $2, owner = NULL, updated_at = $3 \
-                     WHERE id = $4 AND status IN ('pending', 'running', 'waiting') AND $5 = $5 \
-                     RETURNING node_id"
-                }
             };
             let q = sqlx::query(q)
                 .bind(status)
@@ -306,7 +299,6 @@ impl Store {
             let q = match guard {
                 Guard::Owner(o) => q.bind(o.to_string()),
                 Guard::Expired(t) => q.bind(t),
-                Guard::Active => q.bind(0i64),
             };
             let Some(row) = q.fetch_optional(&mut *tx).await? else {
                 return Ok(false);
@@ -556,21 +548,6 @@ impl Store {
             self.events_written.notify_waiters();
         }
         Ok(n)
-    }
-
-    /// Fails the active step of a node, whatever its stage (used by tests and recovery).
-    pub async fn fail_active_step(&self, node_id: Uuid, reason: &str) -> Result<bool> {
-        let Some(step) = self.active_step(node_id).await? else {
-            return Ok(false);
-        };
-        self.close_step(
-            step.id,
-            Guard::Active,
-            Err(reason.to_string()),
-            None,
-            "conductor",
-        )
-        .await
     }
 
     /// Every step of a node, newest first (for the API).

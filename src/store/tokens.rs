@@ -140,7 +140,7 @@ impl Store {
     /// `file` (mode 0600). Returns the file's path when it was written now.
     pub async fn ensure_admin_token(&self, file: &Path) -> Result<Option<std::path::PathBuf>> {
         let io = |e: std::io::Error| {
-            StoreError::Corrupt(format!("admin token file {}: {e}", file.display()))
+            StoreError::Unavailable(format!("admin token file {}: {e}", file.display()))
         };
         if let Ok(text) = std::fs::read_to_string(file) {
             let text = text.trim();
