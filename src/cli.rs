@@ -42,6 +42,13 @@ pub enum Command {
         #[command(subcommand)]
         cmd: ProfileCmd,
     },
+    /// DHCP leases.
+    Lease {
+        #[command(flatten)]
+        client: ClientOpts,
+        #[command(subcommand)]
+        cmd: LeaseCmd,
+    },
     /// API tokens (admin only).
     Token {
         #[command(flatten)]
@@ -162,6 +169,12 @@ pub enum ProfileCmd {
     },
     /// Load the profile files again (a broken file keeps the previous set).
     Reload,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LeaseCmd {
+    /// List leases (expired ones too: a returning client gets its old address).
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -616,6 +629,35 @@ pub async fn run_client(command: Command) -> anyhow::Result<String> {
                 }
             };
             Ok(out)
+        }
+        Command::Lease {
+            client,
+            cmd: LeaseCmd::List,
+        } => {
+            let c = Client::new(&client)?;
+            let l = c.call(Method::GET, "/v1/dhcp/leases", None).await?;
+            let l = l.as_array().cloned().unwrap_or_default();
+            if client.json {
+                return Ok(serde_json::to_string_pretty(&l)?);
+            }
+            let rows: Vec<Vec<String>> = l
+                .iter()
+                .map(|x| {
+                    let expires = x["expires_at_ms"].as_i64().unwrap_or(0);
+                    vec![
+                        s(&x["ip"]),
+                        s(&x["mac"]),
+                        s(&x["state"]),
+                        s(&x["hostname"]),
+                        crate::store::rfc3339(expires),
+                        s(&x["subnet"]),
+                    ]
+                })
+                .collect();
+            Ok(table(
+                &["ip", "mac", "state", "hostname", "expires", "subnet"],
+                &rows,
+            ))
         }
         Command::Token { client, cmd } => {
             let c = Client::new(&client)?;

@@ -83,7 +83,7 @@ struct Wire {
     #[serde(default)]
     profiles: WireProfiles,
     #[serde(default)]
-    dhcp: WireToggle,
+    dhcp: WireDhcp,
     #[serde(default)]
     tftp: WireTftp,
     #[serde(default)]
@@ -151,8 +151,54 @@ struct WireProfiles {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct WireToggle {
+struct WireDhcp {
     enabled: Option<bool>,
+    mode: Option<String>,
+    interfaces: Option<NameList>,
+    port: Option<u16>,
+    proxy_port: Option<u16>,
+    lease_time: Option<HumanDuration>,
+    offer_hold: Option<HumanDuration>,
+    decline_quarantine: Option<HumanDuration>,
+    snponly: Option<bool>,
+    #[serde(default)]
+    subnet: Vec<WireSubnet>,
+}
+
+/// A list of names, or one string of comma-separated names (environment overrides).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum NameList {
+    List(Vec<String>),
+    Text(String),
+}
+
+impl NameList {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            NameList::List(v) => v,
+            NameList::Text(t) => t
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireSubnet {
+    network: Option<String>,
+    #[serde(default)]
+    ranges: Vec<String>,
+    router: Option<String>,
+    #[serde(default)]
+    dns_servers: Vec<String>,
+    domain: Option<String>,
+    next_server: Option<String>,
+    lease_time: Option<HumanDuration>,
+    discovery: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -182,7 +228,7 @@ pub struct Config {
     pub boot: BootConfig,
     /// The directory of profile files (`*.toml`).
     pub profiles_dir: PathBuf,
-    pub dhcp_enabled: bool,
+    pub dhcp: DhcpConfig,
     pub tftp: TftpConfig,
     pub log: LogConfig,
 }
@@ -194,6 +240,67 @@ pub struct TftpConfig {
     pub listen: SocketAddr,
     /// The directory served read-only (created at start-up when it is the default one).
     pub root: PathBuf,
+}
+
+/// Whether racklift hands out addresses or only boot answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DhcpMode {
+    /// A full DHCP server: addresses, options and PXE answers.
+    Server,
+    /// proxyDHCP: only the PXE part, on ports 67 and 4011; another server
+    /// hands out addresses.
+    Proxy,
+}
+
+#[derive(Debug, Clone)]
+pub struct DhcpConfig {
+    pub enabled: bool,
+    pub mode: DhcpMode,
+    /// Network interfaces served (each gets its own sockets).
+    pub interfaces: Vec<String>,
+    /// The server port (67); clients are answered on `port + 1`.
+    pub port: u16,
+    /// The PXE boot-server port of proxyDHCP mode (4011).
+    pub proxy_port: u16,
+    pub lease_time: Duration,
+    /// How long an offered address is held for the client's REQUEST.
+    pub offer_hold: Duration,
+    /// How long an address a client DECLINEd stays out of use.
+    pub decline_quarantine: Duration,
+    /// Serve `snponly.efi` rather than `ipxe.efi` to UEFI x64 PXE clients.
+    pub snponly: bool,
+    pub subnets: Vec<SubnetConfig>,
+}
+
+/// One subnet the DHCP server answers for (directly attached or behind a relay).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubnetConfig {
+    pub network: ipnetwork::Ipv4Network,
+    /// Dynamic address ranges, inclusive.
+    pub ranges: Vec<(std::net::Ipv4Addr, std::net::Ipv4Addr)>,
+    pub router: Option<std::net::Ipv4Addr>,
+    pub dns_servers: Vec<std::net::Ipv4Addr>,
+    pub domain: Option<String>,
+    /// The TFTP server clients are sent to; default: racklift's own address.
+    pub next_server: Option<std::net::Ipv4Addr>,
+    pub lease_time: Duration,
+    /// Whether machines racklift does not know get an answer (and then the
+    /// inventory ramdisk) on this subnet.
+    pub discovery: bool,
+}
+
+impl Config {
+    /// Whether a machine that is not enrolled and asks from `ip` may be discovered.
+    pub fn discovery_enabled_for(&self, ip: std::net::IpAddr) -> bool {
+        match ip {
+            std::net::IpAddr::V4(v4) => self
+                .dhcp
+                .subnets
+                .iter()
+                .any(|s| s.discovery && s.network.contains(v4)),
+            std::net::IpAddr::V6(_) => false,
+        }
+    }
 }
 
 /// Where Debian's `ipxe` package puts its boot files: the TFTP root by default when present.
@@ -458,6 +565,7 @@ fn validate(w: Wire) -> Result<Config, ConfigError> {
         }
     };
     let tftp = validate_tftp(w.tftp, &data_dir)?;
+    let dhcp = validate_dhcp(w.dhcp)?;
     let kernel_url = w
         .boot
         .kernel_url
@@ -512,9 +620,161 @@ fn validate(w: Wire) -> Result<Config, ConfigError> {
                 .unwrap_or(Duration::from_secs(7200)),
         },
         profiles_dir: w.profiles.dir.unwrap_or_else(|| PathBuf::from("profiles")),
-        dhcp_enabled: w.dhcp.enabled.unwrap_or(false),
+        dhcp,
         tftp,
         log: LogConfig { level, json },
+    })
+}
+
+fn validate_dhcp(w: WireDhcp) -> Result<DhcpConfig, ConfigError> {
+    use std::net::Ipv4Addr;
+    let enabled = w.enabled.unwrap_or(false);
+    let mode = match w.mode.as_deref() {
+        None | Some("server") => DhcpMode::Server,
+        Some("proxy") => DhcpMode::Proxy,
+        Some(o) => {
+            return Err(invalid(
+                "dhcp.mode",
+                format!("'{o}' is not 'server' or 'proxy'"),
+            ));
+        }
+    };
+    let interfaces = w.interfaces.map(NameList::into_vec).unwrap_or_default();
+    if enabled && interfaces.is_empty() {
+        return Err(invalid(
+            "dhcp.interfaces",
+            "name the interfaces to serve, e.g. [\"eth1\"] (DHCP is never served on every interface by default)",
+        ));
+    }
+    if let Some(i) = interfaces
+        .iter()
+        .find(|i| i.is_empty() || i.len() > 15 || i.contains(['/', ' ']))
+    {
+        return Err(invalid(
+            "dhcp.interfaces",
+            format!("'{i}' is not an interface name"),
+        ));
+    }
+    let lease_time = w
+        .lease_time
+        .map(|h| h.0)
+        .unwrap_or(Duration::from_secs(12 * 3600));
+    if lease_time < Duration::from_secs(60) {
+        return Err(invalid("dhcp.lease_time", "must be at least 60s"));
+    }
+    let mut subnets: Vec<SubnetConfig> = Vec::new();
+    for (i, s) in w.subnet.into_iter().enumerate() {
+        let key = |k: &str| format!("dhcp.subnet[{i}].{k}");
+        let ip = |k: &str, v: &str| -> Result<Ipv4Addr, ConfigError> {
+            v.trim()
+                .parse()
+                .map_err(|_| invalid(&key(k), format!("'{v}' is not an IPv4 address")))
+        };
+        let text = s
+            .network
+            .ok_or_else(|| invalid(&key("network"), "missing (write e.g. \"10.0.0.0/24\")"))?;
+        let network: ipnetwork::Ipv4Network = text.parse().map_err(|_| {
+            invalid(
+                &key("network"),
+                format!("'{text}' is not an IPv4 CIDR such as 10.0.0.0/24"),
+            )
+        })?;
+        if network.network() != network.ip() {
+            return Err(invalid(
+                &key("network"),
+                format!(
+                    "'{text}' has host bits set (did you mean {}/{}?)",
+                    network.network(),
+                    network.prefix()
+                ),
+            ));
+        }
+        if let Some(other) = subnets.iter().find(|o| o.network.overlaps(network)) {
+            return Err(invalid(
+                &key("network"),
+                format!("{network} overlaps {} of another subnet", other.network),
+            ));
+        }
+        let mut ranges = Vec::new();
+        for r in &s.ranges {
+            let (a, b) = r.split_once('-').unwrap_or((r, r));
+            let (a, b) = (ip("ranges", a)?, ip("ranges", b)?);
+            if a > b {
+                return Err(invalid(
+                    &key("ranges"),
+                    format!("'{r}': the first address is past the last"),
+                ));
+            }
+            if !network.contains(a) || !network.contains(b) {
+                return Err(invalid(
+                    &key("ranges"),
+                    format!("'{r}' is not inside {network}"),
+                ));
+            }
+            if a == network.network() || b == network.broadcast() {
+                return Err(invalid(
+                    &key("ranges"),
+                    format!("'{r}' includes the network or broadcast address of {network}"),
+                ));
+            }
+            ranges.push((a, b));
+        }
+        let router = s.router.as_deref().map(|v| ip("router", v)).transpose()?;
+        let dns_servers = s
+            .dns_servers
+            .iter()
+            .map(|v| ip("dns_servers", v))
+            .collect::<Result<Vec<_>, _>>()?;
+        let next_server = s
+            .next_server
+            .as_deref()
+            .map(|v| ip("next_server", v))
+            .transpose()?;
+        if let Some(d) = &s.domain
+            && (d.is_empty()
+                || d.len() > 253
+                || d.contains(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '.')))
+        {
+            return Err(invalid(
+                &key("domain"),
+                format!("'{d}' is not a domain name"),
+            ));
+        }
+        let sub_lease = s.lease_time.map(|h| h.0).unwrap_or(lease_time);
+        if sub_lease < Duration::from_secs(60) {
+            return Err(invalid(&key("lease_time"), "must be at least 60s"));
+        }
+        subnets.push(SubnetConfig {
+            network,
+            ranges,
+            router,
+            dns_servers,
+            domain: s.domain,
+            next_server,
+            lease_time: sub_lease,
+            discovery: s.discovery.unwrap_or(false),
+        });
+    }
+    if enabled && mode == DhcpMode::Server && subnets.is_empty() {
+        return Err(invalid(
+            "dhcp.subnet",
+            "a DHCP server needs at least one [[dhcp.subnet]]",
+        ));
+    }
+    Ok(DhcpConfig {
+        enabled,
+        mode,
+        interfaces,
+        port: w.port.unwrap_or(67),
+        proxy_port: w.proxy_port.unwrap_or(4011),
+        lease_time,
+        offer_hold: w.offer_hold.map(|h| h.0).unwrap_or(Duration::from_secs(60)),
+        decline_quarantine: w
+            .decline_quarantine
+            .map(|h| h.0)
+            .unwrap_or(Duration::from_secs(3600)),
+        snponly: w.snponly.unwrap_or(false),
+        subnets,
     })
 }
 
@@ -568,7 +828,7 @@ mod tests {
             c.secrets.key_file,
             PathBuf::from("./racklift-data/secret.key")
         );
-        assert!(!c.dhcp_enabled && !c.tftp.enabled);
+        assert!(!c.dhcp.enabled && !c.tftp.enabled);
         assert_eq!(c.tftp.listen.to_string(), "0.0.0.0:69");
         if Path::new(IPXE_DIR).is_dir() {
             assert_eq!(c.tftp.root, PathBuf::from(IPXE_DIR));
@@ -647,13 +907,18 @@ mod tests {
                 "0.0.0.0:9000".to_string(),
             ),
             ("RACKLIFT__CONDUCTOR__WORKERS".to_string(), "3".to_string()),
-            ("RACKLIFT__DHCP__ENABLED".to_string(), "true".to_string()),
+            ("RACKLIFT__TFTP__ENABLED".to_string(), "true".to_string()),
+            (
+                "RACKLIFT__DHCP__INTERFACES".to_string(),
+                "rl0, rl1".to_string(),
+            ),
             ("UNRELATED".to_string(), "x".to_string()),
         ];
         let c = Config::from_toml_str("[http]\nlisten = \"127.0.0.1:1\"\n", "f", env).unwrap();
         assert_eq!(c.http.listen.to_string(), "0.0.0.0:9000");
         assert_eq!(c.conductor.workers, 3);
-        assert!(c.dhcp_enabled);
+        assert!(c.tftp.enabled);
+        assert_eq!(c.dhcp.interfaces, ["rl0", "rl1"]);
         let e = Config::from_toml_str(
             "",
             "f",
@@ -662,6 +927,78 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn dhcp_subnets() {
+        let c = parse(
+            "[dhcp]\nenabled = true\ninterfaces = [\"rl-s\"]\nlease_time = \"1h\"\n\
+             [[dhcp.subnet]]\nnetwork = \"10.77.0.0/16\"\nranges = [\"10.77.1.10-10.77.1.20\", \"10.77.2.5\"]\n\
+             router = \"10.77.0.1\"\ndns_servers = [\"10.77.0.1\"]\ndomain = \"lab.example\"\ndiscovery = true\n\
+             [[dhcp.subnet]]\nnetwork = \"192.168.5.0/24\"\nlease_time = \"5m\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.dhcp.mode, DhcpMode::Server);
+        assert_eq!(c.dhcp.subnets.len(), 2);
+        let s = &c.dhcp.subnets[0];
+        assert_eq!(s.ranges.len(), 2);
+        assert_eq!(
+            s.ranges[1],
+            ("10.77.2.5".parse().unwrap(), "10.77.2.5".parse().unwrap())
+        );
+        assert_eq!(s.lease_time, Duration::from_secs(3600));
+        assert_eq!(c.dhcp.subnets[1].lease_time, Duration::from_secs(300));
+        assert!(c.discovery_enabled_for("10.77.3.3".parse().unwrap()));
+        assert!(!c.discovery_enabled_for("192.168.5.3".parse().unwrap()));
+        for (text, key, what) in [
+            (
+                "[dhcp]\nenabled = true\n[[dhcp.subnet]]\nnetwork = \"10.0.0.0/24\"\n",
+                "dhcp.interfaces",
+                "name the interfaces",
+            ),
+            (
+                "[dhcp]\nenabled = true\ninterfaces = [\"x\"]\n",
+                "dhcp.subnet",
+                "at least one",
+            ),
+            (
+                "[[dhcp.subnet]]\nnetwork = \"10.0.0.1/24\"\n",
+                "dhcp.subnet[0].network",
+                "host bits",
+            ),
+            (
+                "[[dhcp.subnet]]\nnetwork = \"10.0.0.0/33\"\n",
+                "dhcp.subnet[0].network",
+                "not an IPv4 CIDR",
+            ),
+            (
+                "[[dhcp.subnet]]\nnetwork = \"10.0.0.0/24\"\nranges = [\"10.0.1.1-10.0.1.5\"]\n",
+                "dhcp.subnet[0].ranges",
+                "not inside",
+            ),
+            (
+                "[[dhcp.subnet]]\nnetwork = \"10.0.0.0/24\"\nranges = [\"10.0.0.9-10.0.0.5\"]\n",
+                "dhcp.subnet[0].ranges",
+                "past the last",
+            ),
+            (
+                "[[dhcp.subnet]]\nnetwork = \"10.0.0.0/24\"\nrouter = \"x\"\n",
+                "dhcp.subnet[0].router",
+                "not an IPv4",
+            ),
+            (
+                "[[dhcp.subnet]]\nnetwork = \"10.0.0.0/24\"\n[[dhcp.subnet]]\nnetwork = \"10.0.0.0/16\"\n",
+                "dhcp.subnet[1].network",
+                "overlaps",
+            ),
+            ("[dhcp]\nmode = \"relay\"\n", "dhcp.mode", "'relay'"),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains(what), "{text}: {e}");
+        }
+        let p = parse("[dhcp]\nenabled = true\nmode = \"proxy\"\ninterfaces = \"rl-s\"\n").unwrap();
+        assert_eq!(p.dhcp.mode, DhcpMode::Proxy);
+        assert_eq!(p.dhcp.interfaces, ["rl-s"]);
     }
 
     #[test]

@@ -56,6 +56,7 @@ struct Inner {
     steps: BTreeMap<(String, String), u64>,
     step_latency: BTreeMap<String, Histogram>,
     counters: BTreeMap<String, u64>,
+    histograms: BTreeMap<String, Histogram>,
 }
 
 /// The process's metrics.
@@ -104,6 +105,15 @@ impl Metrics {
         *self.lock().counters.entry(name.to_string()).or_default() += 1;
     }
 
+    /// Records one duration in a plain histogram (`racklift_<name>`).
+    pub fn observe(&self, name: &str, took: Duration) {
+        self.lock()
+            .histograms
+            .entry(name.to_string())
+            .or_default()
+            .observe(took.as_secs_f64());
+    }
+
     /// The text exposition, with the per-state node counts given.
     pub fn render(&self, nodes_by_state: &[(String, i64)]) -> String {
         let m = self.lock();
@@ -146,6 +156,10 @@ impl Metrics {
                 &format!("phase=\"{phase}\""),
             );
         }
+        for (name, h) in &m.histograms {
+            let _ = writeln!(out, "# TYPE racklift_{name} histogram");
+            h.render(&mut out, &format!("racklift_{name}"), "");
+        }
         for (name, n) in &m.counters {
             let _ = writeln!(
                 out,
@@ -166,6 +180,7 @@ mod tests {
         m.http_request("GET", "/v1/nodes", 200, Duration::from_millis(3));
         m.http_request("GET", "/v1/nodes", 200, Duration::from_millis(30));
         m.count("agent_token_refused");
+        m.observe("dhcp_request_duration_seconds", Duration::from_micros(300));
         let t = m.render(&[("enrolled".into(), 4)]);
         assert!(t.contains("racklift_nodes{state=\"enrolled\"} 4"), "{t}");
         assert!(t.contains(
@@ -176,5 +191,13 @@ mod tests {
         ));
         assert!(t.contains("racklift_http_request_duration_seconds_count{route=\"/v1/nodes\"} 2"));
         assert!(t.contains("racklift_agent_token_refused_total 1"));
+        assert!(
+            t.contains("racklift_dhcp_request_duration_seconds_bucket{le=\"0.0005\"} 1"),
+            "{t}"
+        );
+        assert!(
+            t.contains("racklift_dhcp_request_duration_seconds_count{} 1"),
+            "{t}"
+        );
     }
 }

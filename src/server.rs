@@ -1,10 +1,11 @@
 //! Start-up and shutdown: opens the data directory and the store, makes the first
 //! admin token, starts the conductor, the event pump, the HTTP server and, when
-//! enabled, the TFTP server.
+//! enabled, the DHCP and TFTP servers.
 //!
-//! The caller binds the HTTP listener and passes it in, so tests bind port 0.
-//! The TFTP socket is bound here from `tftp.listen` (tests of the TFTP server
-//! itself call `tftp::serve` with a socket of their own).
+//! Sockets are bound first ([`Listeners::bind`], plain `std` sockets, so a
+//! caller may bind them inside another network namespace) and then served by
+//! [`start_with`]; [`start`] binds the TFTP and DHCP sockets from the
+//! configuration around an HTTP listener the caller bound (tests bind port 0).
 
 use crate::api::{AppState, router};
 use crate::bmc::Drivers;
@@ -41,8 +42,56 @@ impl Running {
     }
 }
 
-/// Opens everything and starts serving on `listener`.
+/// The sockets a server serves on.
+#[derive(Debug)]
+pub struct Listeners {
+    pub http: std::net::TcpListener,
+    pub tftp: Option<std::net::UdpSocket>,
+    pub dhcp: Vec<crate::dhcp::DhcpSocket>,
+}
+
+impl Listeners {
+    /// Binds the TFTP and DHCP sockets the configuration enables.
+    pub fn bind_udp(
+        cfg: &Config,
+    ) -> anyhow::Result<(Option<std::net::UdpSocket>, Vec<crate::dhcp::DhcpSocket>)> {
+        let tftp = if cfg.tftp.enabled {
+            let s = std::net::UdpSocket::bind(cfg.tftp.listen)
+                .with_context(|| format!("cannot bind TFTP on {}", cfg.tftp.listen))?;
+            s.set_nonblocking(true)?;
+            Some(s)
+        } else {
+            None
+        };
+        let dhcp = if cfg.dhcp.enabled {
+            crate::dhcp::net::bind(&cfg.dhcp).context("cannot start DHCP")?
+        } else {
+            Vec::new()
+        };
+        Ok((tftp, dhcp))
+    }
+
+    /// Binds every socket the configuration asks for, HTTP included.
+    pub fn bind(cfg: &Config) -> anyhow::Result<Listeners> {
+        let http = std::net::TcpListener::bind(cfg.http.listen)
+            .with_context(|| format!("cannot listen on {}", cfg.http.listen))?;
+        http.set_nonblocking(true)?;
+        let (tftp, dhcp) = Listeners::bind_udp(cfg)?;
+        Ok(Listeners { http, tftp, dhcp })
+    }
+}
+
+/// Opens everything and starts serving on `listener`, binding the TFTP and
+/// DHCP sockets the configuration enables.
 pub async fn start(cfg: Config, listener: TcpListener) -> anyhow::Result<Running> {
+    let (tftp, dhcp) = Listeners::bind_udp(&cfg)?;
+    let http = listener.into_std()?;
+    start_with(cfg, Listeners { http, tftp, dhcp }).await
+}
+
+/// Opens everything and starts serving on sockets already bound.
+pub async fn start_with(cfg: Config, sockets: Listeners) -> anyhow::Result<Running> {
+    let listener = TcpListener::from_std(sockets.http)?;
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
     let secrets = SecretBox::load_or_create(&cfg.secrets.key_file)?;
@@ -107,19 +156,32 @@ pub async fn start(cfg: Config, listener: TcpListener) -> anyhow::Result<Running
             }
         }));
     }
-    if cfg.tftp.enabled {
+    if let Some(socket) = sockets.tftp {
         let root = cfg.tftp.root.clone();
         if !root.exists() {
             std::fs::create_dir_all(&root)
                 .with_context(|| format!("cannot create TFTP root {}", root.display()))?;
         }
-        let socket = std::net::UdpSocket::bind(cfg.tftp.listen)
-            .with_context(|| format!("cannot bind TFTP on {}", cfg.tftp.listen))?;
         let metrics = metrics.clone();
         let sd = rx.clone();
         tasks.push(tokio::spawn(async move {
             if let Err(e) = crate::tftp::serve(socket, &root, metrics, sd).await {
                 tracing::error!(error = %e, "TFTP server stopped");
+            }
+        }));
+    }
+    if !sockets.dhcp.is_empty() {
+        let server = Arc::new(crate::dhcp::DhcpServer::new(
+            cfg.dhcp.clone(),
+            &cfg.http.public_url,
+            store.clone(),
+            metrics.clone(),
+        ));
+        let sd = rx.clone();
+        let dhcp = sockets.dhcp;
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = crate::dhcp::server::serve(server, dhcp, sd).await {
+                tracing::error!(error = %e, "DHCP server stopped");
             }
         }));
     }

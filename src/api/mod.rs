@@ -6,6 +6,7 @@
 //! malformed bodies are refused before anything is written.
 
 mod agent;
+mod dhcp;
 mod error;
 mod events;
 mod nodes;
@@ -162,6 +163,7 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/profiles/reload", post(profiles::reload))
         .route("/v1/profiles/test", post(profiles::test))
         .route("/v1/events/stream", get(events::stream))
+        .route("/v1/dhcp/leases", get(dhcp::leases))
         .route("/v1/tokens", post(tokens::create).get(tokens::list))
         .route("/v1/tokens/{id}", axum::routing::delete(tokens::delete))
         .route("/metrics", get(metrics))

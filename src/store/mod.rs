@@ -15,6 +15,7 @@
 //! - a node has at most one active step (a partial unique index enforces it).
 
 mod enrol;
+pub mod leases;
 pub mod profiles;
 mod steps;
 pub mod tokens;

@@ -1,0 +1,697 @@
+//! The DHCPv4 server and proxyDHCP: receives on the sockets of [`super::net`],
+//! decides with [`super::pxe`] and the store's leases, answers with
+//! [`super::reply`].
+//!
+//! Rules an operator can rely on:
+//! - an enrolled node with an address in the subnet always gets that address;
+//! - a machine racklift does not know gets an answer only where its subnet has
+//!   discovery on;
+//! - an address is never given to two clients, however many racklift processes
+//!   share the database (see [`crate::store::leases`]);
+//! - a NAK is sent only when the client's address is wrong for it (another
+//!   network, another client's address, not the node's fixed address), never
+//!   because this server has no record of a lease (RFC 2131, 4.3.2);
+//! - a malformed or hostile packet is counted and logged, and nothing else.
+
+use super::net::{DhcpSocket, Iface, Port};
+use super::pxe::{BootAnswer, BootFiles, ClientInfo, decide};
+use super::reply::{Malformed, ReplySpec, Request, build, encode, parse};
+use crate::config::{DhcpConfig, DhcpMode, SubnetConfig};
+use crate::metrics::Metrics;
+use crate::store::leases::{Claim, LeaseClaim, LeaseState};
+use crate::store::{NodeRecord, Store, now_ms};
+use dhcproto::v4::MessageType;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Instant;
+use tokio::sync::{Semaphore, watch};
+
+/// Requests handled at once per process; more wait in the socket buffer.
+const IN_FLIGHT: usize = 512;
+/// Candidate addresses tried one by one before the free ones are listed.
+const QUICK_TRIES: u32 = 16;
+
+/// The server's state: configuration, store, metrics and allocation cursors.
+pub struct DhcpServer {
+    cfg: DhcpConfig,
+    store: Store,
+    metrics: Arc<Metrics>,
+    files: BootFiles,
+    /// Where each subnet's next free-address search starts.
+    cursors: Vec<AtomicU32>,
+}
+
+/// An answer and where it goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub bytes: Vec<u8>,
+    pub to: SocketAddrV4,
+}
+
+/// What the handler decided about one packet (for logs and tests).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Answer(Answer),
+    /// Nothing to say; the reason is counted under this name.
+    Silent(&'static str),
+}
+
+struct Ctx<'a> {
+    req: &'a Request,
+    subnet: Option<(usize, &'a SubnetConfig)>,
+    server_id: Ipv4Addr,
+    node: Option<NodeRecord>,
+    boot: BootAnswer,
+}
+
+fn in_ranges(s: &SubnetConfig, ip: Ipv4Addr) -> bool {
+    s.ranges.iter().any(|(a, b)| *a <= ip && ip <= *b)
+}
+
+fn range_len(s: &SubnetConfig) -> u32 {
+    s.ranges
+        .iter()
+        .map(|(a, b)| u32::from(*b) - u32::from(*a) + 1)
+        .sum()
+}
+
+/// The `n`th address of the subnet's ranges.
+fn nth_in_ranges(s: &SubnetConfig, mut n: u32) -> Option<Ipv4Addr> {
+    for (a, b) in &s.ranges {
+        let len = u32::from(*b) - u32::from(*a) + 1;
+        if n < len {
+            return Some(Ipv4Addr::from(u32::from(*a) + n));
+        }
+        n -= len;
+    }
+    None
+}
+
+impl DhcpServer {
+    pub fn new(cfg: DhcpConfig, public_url: &str, store: Store, metrics: Arc<Metrics>) -> Self {
+        let files = BootFiles {
+            api_url: public_url.to_string(),
+            snponly: cfg.snponly,
+            ..BootFiles::default()
+        };
+        let cursors = cfg
+            .subnets
+            .iter()
+            .map(|s| AtomicU32::new(rand::random::<u32>() % range_len(s).max(1)))
+            .collect();
+        DhcpServer {
+            cfg,
+            store,
+            metrics,
+            files,
+            cursors,
+        }
+    }
+
+    /// The subnet a request belongs to, and this server's address on it.
+    fn subnet_for(&self, req: &Request, iface: &Iface) -> Option<(usize, Ipv4Addr)> {
+        let giaddr = req.msg.giaddr();
+        let first = iface.addrs.first()?.ip();
+        if !giaddr.is_unspecified() {
+            let i = self
+                .cfg
+                .subnets
+                .iter()
+                .position(|s| s.network.contains(giaddr))?;
+            return Some((i, first));
+        }
+        for a in &iface.addrs {
+            if let Some(i) = self
+                .cfg
+                .subnets
+                .iter()
+                .position(|s| s.network.contains(a.ip()))
+            {
+                return Some((i, a.ip()));
+            }
+        }
+        None
+    }
+
+    /// Handles one datagram from `src` on `iface`.
+    pub async fn handle(
+        &self,
+        bytes: &[u8],
+        src: SocketAddr,
+        iface: &Iface,
+        port: Port,
+    ) -> Outcome {
+        let started = Instant::now();
+        let out = match parse(bytes) {
+            Err(e) => self.malformed(e, src, iface),
+            Ok(req) => match self.answer(&req, src, iface, port).await {
+                Ok(o) => o,
+                Err(e) => {
+                    tracing::warn!(mac = %req.mac, error = %e, "DHCP request not answered: store unavailable");
+                    Outcome::Silent("store_error")
+                }
+            },
+        };
+        match &out {
+            Outcome::Answer(_) => self.metrics.count("dhcp_answered"),
+            Outcome::Silent(why) => self.metrics.count(&format!("dhcp_silent_{why}")),
+        }
+        self.metrics
+            .observe("dhcp_request_duration_seconds", started.elapsed());
+        out
+    }
+
+    fn malformed(&self, e: Malformed, src: SocketAddr, iface: &Iface) -> Outcome {
+        tracing::debug!(%src, iface = %iface.name, error = %e, "malformed DHCP packet dropped");
+        self.metrics.count("dhcp_malformed");
+        Outcome::Silent("malformed")
+    }
+
+    async fn answer(
+        &self,
+        req: &Request,
+        src: SocketAddr,
+        iface: &Iface,
+        port: Port,
+    ) -> crate::store::Result<Outcome> {
+        self.metrics
+            .count(&format!("dhcp_received_{}", kind_name(req.kind)));
+        let (subnet, server_id) = match self.subnet_for(req, iface) {
+            Some((i, sid)) => (Some((i, &self.cfg.subnets[i])), sid),
+            None if self.cfg.mode == DhcpMode::Proxy => match iface.addrs.first() {
+                Some(a) => (None, a.ip()),
+                None => return Ok(Outcome::Silent("no_subnet")),
+            },
+            None => return Ok(Outcome::Silent("no_subnet")),
+        };
+        let node = self.store.node_by_mac(req.mac).await?;
+        let discovery = subnet.is_some_and(|(_, s)| s.discovery);
+        if node.is_none() && !discovery {
+            tracing::debug!(mac = %req.mac, iface = %iface.name, "not enrolled and discovery is off: no answer");
+            return Ok(Outcome::Silent("unknown_client"));
+        }
+        let boot = decide(&ClientInfo::from_request(&req.msg), req.mac, &self.files);
+        let ctx = Ctx {
+            req,
+            subnet,
+            server_id,
+            node,
+            boot,
+        };
+        let out = match (self.cfg.mode, port) {
+            (DhcpMode::Server, Port::Dhcp) => self.serve(&ctx).await?,
+            (DhcpMode::Proxy, Port::Dhcp) if req.kind == MessageType::Discover => {
+                self.proxy(&ctx, broadcast(self.cfg.port + 1))
+            }
+            (DhcpMode::Proxy, Port::PxeBoot)
+                if matches!(req.kind, MessageType::Request | MessageType::Inform) =>
+            {
+                match src {
+                    SocketAddr::V4(to) => self.proxy(&ctx, to),
+                    SocketAddr::V6(_) => Outcome::Silent("ignored"),
+                }
+            }
+            _ => Outcome::Silent("ignored"),
+        };
+        if let (Some(n), Outcome::Answer(a)) = (&ctx.node, &out) {
+            let text = describe(req, a, &ctx.boot);
+            self.store
+                .log_event(n.node.id, "dhcp", "dhcp", &text)
+                .await?;
+        }
+        Ok(out)
+    }
+
+    /// proxyDHCP: the boot part only, no address.
+    fn proxy(&self, c: &Ctx<'_>, to: SocketAddrV4) -> Outcome {
+        if matches!(
+            c.boot,
+            BootAnswer::NotNetboot | BootAnswer::Unsupported { .. }
+        ) {
+            return Outcome::Silent("not_netboot");
+        }
+        let kind = if c.req.kind == MessageType::Discover {
+            MessageType::Offer
+        } else {
+            MessageType::Ack
+        };
+        let next = c
+            .subnet
+            .and_then(|(_, s)| s.next_server)
+            .unwrap_or(c.server_id);
+        let m = build(
+            c.req,
+            &ReplySpec {
+                kind,
+                yiaddr: Ipv4Addr::UNSPECIFIED,
+                server_id: c.server_id,
+                subnet: None,
+                lease_secs: None,
+                boot: &c.boot,
+                next_server: next,
+                proxy: true,
+                hostname: None,
+                message: None,
+            },
+        );
+        Outcome::Answer(Answer {
+            bytes: encode(&m),
+            to,
+        })
+    }
+
+    /// The full server: addresses and boot answers.
+    async fn serve(&self, c: &Ctx<'_>) -> crate::store::Result<Outcome> {
+        let Some((idx, sub)) = c.subnet else {
+            return Ok(Outcome::Silent("no_subnet"));
+        };
+        let req = c.req;
+        let fixed = c.node.as_ref().and_then(|n| {
+            n.node
+                .addresses
+                .values()
+                .filter_map(|a| a.parse::<Ipv4Addr>().ok())
+                .find(|ip| sub.network.contains(*ip))
+        });
+        let hostname = c.node.as_ref().map(|n| {
+            n.node
+                .hostname
+                .clone()
+                .unwrap_or_else(|| n.node.name.clone())
+        });
+        let tag = c.server_id.to_string();
+        let now = now_ms();
+        let lease_ms = sub.lease_time.as_millis() as i64;
+        let reply = |kind: MessageType, yiaddr: Ipv4Addr, message: Option<&str>| {
+            let lease =
+                matches!(kind, MessageType::Offer | MessageType::Ack) && !yiaddr.is_unspecified();
+            let m = build(
+                req,
+                &ReplySpec {
+                    kind,
+                    yiaddr,
+                    server_id: c.server_id,
+                    subnet: (kind != MessageType::Nak).then_some(sub),
+                    lease_secs: lease.then(|| sub.lease_time.as_secs().min(u32::MAX as u64) as u32),
+                    boot: &c.boot,
+                    next_server: sub.next_server.unwrap_or(c.server_id),
+                    proxy: false,
+                    hostname: hostname.as_deref(),
+                    message,
+                },
+            );
+            Outcome::Answer(Answer {
+                bytes: encode(&m),
+                to: self.destination(req, kind),
+            })
+        };
+        match req.kind {
+            MessageType::Discover => {
+                let hold = now + self.cfg.offer_hold.as_millis() as i64;
+                match self.allocate(idx, sub, req, fixed, hold, &tag).await? {
+                    Some(ip) => Ok(reply(MessageType::Offer, ip, None)),
+                    None => {
+                        self.metrics.count("dhcp_pool_exhausted");
+                        tracing::warn!(subnet = %sub.network, mac = %req.mac, "no free address left in the subnet's ranges");
+                        Ok(Outcome::Silent("pool_exhausted"))
+                    }
+                }
+            }
+            MessageType::Request => {
+                let sid = req.server_id();
+                if sid.is_some_and(|s| s != c.server_id) {
+                    // The client took another server's offer: free ours at once.
+                    if let Some(l) = self
+                        .store
+                        .client_lease(&sub.network.to_string(), req.mac)
+                        .await?
+                        && l.state == LeaseState::Offered
+                    {
+                        self.store.release_lease(l.ip, req.mac, &tag).await?;
+                    }
+                    return Ok(Outcome::Silent("other_server"));
+                }
+                let ciaddr = req.msg.ciaddr();
+                let Some(ip) = req
+                    .requested_ip()
+                    .or((!ciaddr.is_unspecified()).then_some(ciaddr))
+                else {
+                    return Ok(Outcome::Silent("no_address_asked"));
+                };
+                if !sub.network.contains(ip) {
+                    return Ok(if sid.is_none() {
+                        reply(
+                            MessageType::Nak,
+                            Ipv4Addr::UNSPECIFIED,
+                            Some("wrong network"),
+                        )
+                    } else {
+                        Outcome::Silent("ignored")
+                    });
+                }
+                if let Some(f) = fixed
+                    && f != ip
+                {
+                    let text = format!("this machine's address is {f}");
+                    return Ok(reply(MessageType::Nak, Ipv4Addr::UNSPECIFIED, Some(&text)));
+                }
+                let expires = now + lease_ms;
+                if self
+                    .store
+                    .bind_lease(ip, req.mac, expires, req.hostname(), &tag)
+                    .await?
+                {
+                    return Ok(reply(MessageType::Ack, ip, None));
+                }
+                if fixed.is_none() && !in_ranges(sub, ip) {
+                    return Ok(reply(
+                        MessageType::Nak,
+                        Ipv4Addr::UNSPECIFIED,
+                        Some("address not served here"),
+                    ));
+                }
+                // No record of this client on that address (a restarted
+                // client, or an expired lease): give it if it is free.
+                let claim = LeaseClaim {
+                    ip,
+                    subnet: &sub.network.to_string(),
+                    mac: req.mac,
+                    state: LeaseState::Bound,
+                    hostname: req.hostname(),
+                    expires_at: expires,
+                    server: &tag,
+                };
+                match self
+                    .store
+                    .claim_lease(&claim, fixed.is_some(), true)
+                    .await?
+                {
+                    Claim::Won => Ok(reply(MessageType::Ack, ip, None)),
+                    Claim::Busy | Claim::ClientHasOther => Ok(reply(
+                        MessageType::Nak,
+                        Ipv4Addr::UNSPECIFIED,
+                        Some("address in use"),
+                    )),
+                }
+            }
+            MessageType::Release => {
+                self.store
+                    .release_lease(req.msg.ciaddr(), req.mac, &tag)
+                    .await?;
+                Ok(Outcome::Silent("released"))
+            }
+            MessageType::Decline => {
+                if let Some(ip) = req.requested_ip() {
+                    let until = now + self.cfg.decline_quarantine.as_millis() as i64;
+                    if self.store.decline_lease(ip, req.mac, until, &tag).await? {
+                        self.metrics.count("dhcp_declined");
+                        tracing::warn!(%ip, mac = %req.mac, "address declined by the client (in use by someone else?): quarantined");
+                    }
+                }
+                Ok(Outcome::Silent("declined"))
+            }
+            MessageType::Inform => Ok(reply(MessageType::Ack, Ipv4Addr::UNSPECIFIED, None)),
+            _ => Ok(Outcome::Silent("ignored")),
+        }
+    }
+
+    /// An address for a DISCOVER: the node's fixed one, the client's previous
+    /// one, the one it asks for, or the next free one.
+    async fn allocate(
+        &self,
+        idx: usize,
+        sub: &SubnetConfig,
+        req: &Request,
+        fixed: Option<Ipv4Addr>,
+        hold: i64,
+        tag: &str,
+    ) -> crate::store::Result<Option<Ipv4Addr>> {
+        let subnet = sub.network.to_string();
+        let claim = |ip, state, expires_at| LeaseClaim {
+            ip,
+            subnet: &subnet,
+            mac: req.mac,
+            state,
+            hostname: req.hostname(),
+            expires_at,
+            server: tag,
+        };
+        if let Some(ip) = fixed {
+            let keep = self.store.lease_at(ip).await?.filter(|l| {
+                l.mac == Some(req.mac) && l.state == LeaseState::Bound && l.expires_at_ms > hold
+            });
+            let (state, exp) = match keep {
+                Some(l) => (LeaseState::Bound, l.expires_at_ms),
+                None => (LeaseState::Offered, hold),
+            };
+            return Ok(
+                match self
+                    .store
+                    .claim_lease(&claim(ip, state, exp), true, true)
+                    .await?
+                {
+                    Claim::Won => Some(ip),
+                    _ => None,
+                },
+            );
+        }
+        let now = now_ms();
+        for _ in 0..3 {
+            if let Some(l) = self.store.client_lease(&subnet, req.mac).await? {
+                if in_ranges(sub, l.ip) {
+                    let (state, exp) = if l.state == LeaseState::Bound && l.expires_at_ms > now {
+                        (LeaseState::Bound, l.expires_at_ms.max(hold))
+                    } else {
+                        (LeaseState::Offered, hold)
+                    };
+                    match self
+                        .store
+                        .claim_lease(&claim(l.ip, state, exp), false, false)
+                        .await?
+                    {
+                        Claim::Won => return Ok(Some(l.ip)),
+                        Claim::Busy => {}
+                        Claim::ClientHasOther => continue,
+                    }
+                } else {
+                    // The ranges changed since: that address is not served any more.
+                    self.store
+                        .forget_client_leases(&subnet, req.mac, None, tag)
+                        .await?;
+                }
+            }
+            if let Some(ip) = req.requested_ip().filter(|ip| in_ranges(sub, *ip)) {
+                match self
+                    .store
+                    .claim_lease(&claim(ip, LeaseState::Offered, hold), false, false)
+                    .await?
+                {
+                    Claim::Won => return Ok(Some(ip)),
+                    Claim::Busy => {}
+                    Claim::ClientHasOther => continue,
+                }
+            }
+            let total = range_len(sub);
+            let mut raced = false;
+            for _ in 0..QUICK_TRIES.min(total) {
+                let n = self.cursors[idx].fetch_add(1, Ordering::Relaxed) % total;
+                let Some(ip) = nth_in_ranges(sub, n) else {
+                    break;
+                };
+                match self
+                    .store
+                    .claim_lease(&claim(ip, LeaseState::Offered, hold), false, false)
+                    .await?
+                {
+                    Claim::Won => return Ok(Some(ip)),
+                    Claim::Busy => {}
+                    Claim::ClientHasOther => {
+                        raced = true;
+                        break;
+                    }
+                }
+            }
+            if raced {
+                continue;
+            }
+            // The quick tries met busy addresses: list what is free.
+            let taken = self.store.unavailable_addresses(&subnet).await?;
+            let free = (0..total)
+                .filter_map(|n| nth_in_ranges(sub, n))
+                .filter(|ip| !taken.contains(ip));
+            for ip in free.take(QUICK_TRIES as usize) {
+                match self
+                    .store
+                    .claim_lease(&claim(ip, LeaseState::Offered, hold), false, false)
+                    .await?
+                {
+                    Claim::Won => {
+                        let n = u32::from(ip) - u32::from(sub.ranges[0].0);
+                        self.cursors[idx].store(n.wrapping_add(1), Ordering::Relaxed);
+                        return Ok(Some(ip));
+                    }
+                    Claim::Busy => {}
+                    Claim::ClientHasOther => {
+                        raced = true;
+                        break;
+                    }
+                }
+            }
+            if !raced {
+                return Ok(None);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Where a reply goes (RFC 2131, 4.1): the relay, the client's address
+    /// when it has one, else a broadcast on the link.
+    fn destination(&self, req: &Request, kind: MessageType) -> SocketAddrV4 {
+        let q = &req.msg;
+        if !q.giaddr().is_unspecified() {
+            return SocketAddrV4::new(q.giaddr(), self.cfg.port);
+        }
+        if kind != MessageType::Nak && !q.ciaddr().is_unspecified() {
+            return SocketAddrV4::new(q.ciaddr(), self.cfg.port + 1);
+        }
+        broadcast(self.cfg.port + 1)
+    }
+}
+
+fn broadcast(port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(Ipv4Addr::BROADCAST, port)
+}
+
+fn kind_name(k: MessageType) -> &'static str {
+    match k {
+        MessageType::Discover => "discover",
+        MessageType::Request => "request",
+        MessageType::Release => "release",
+        MessageType::Decline => "decline",
+        MessageType::Inform => "inform",
+        _ => "other",
+    }
+}
+
+/// The event text of an answer to a known node.
+fn describe(req: &Request, a: &Answer, boot: &BootAnswer) -> String {
+    let reply = parse_reply_kind(&a.bytes);
+    let yiaddr = a
+        .bytes
+        .get(16..20)
+        .map(|b| Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+        .unwrap_or(Ipv4Addr::UNSPECIFIED);
+    let what = match boot {
+        BootAnswer::Tftp { file } => format!(", boot file {file} over TFTP"),
+        BootAnswer::Http { url } => format!(", boot URL {url}"),
+        BootAnswer::Script { url } => format!(", iPXE script {url}"),
+        BootAnswer::Unsupported { arch } => format!(", no boot file for architecture {arch}"),
+        BootAnswer::NotNetboot => String::new(),
+    };
+    let addr = if yiaddr.is_unspecified() {
+        String::new()
+    } else {
+        format!(" {yiaddr}")
+    };
+    format!(
+        "DHCP {} from {} answered with {}{addr}{what}",
+        kind_name(req.kind).to_uppercase(),
+        req.mac,
+        reply
+    )
+}
+
+fn parse_reply_kind(bytes: &[u8]) -> &'static str {
+    use dhcproto::Decodable;
+    match dhcproto::v4::Message::decode(&mut dhcproto::Decoder::new(bytes))
+        .ok()
+        .and_then(|m| m.opts().msg_type())
+    {
+        Some(MessageType::Offer) => "OFFER",
+        Some(MessageType::Ack) => "ACK",
+        Some(MessageType::Nak) => "NAK",
+        _ => "a reply",
+    }
+}
+
+/// Serves every socket until `shutdown`.
+pub async fn serve(
+    server: Arc<DhcpServer>,
+    sockets: Vec<DhcpSocket>,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let limit = Arc::new(Semaphore::new(IN_FLIGHT));
+    let mut tasks = Vec::new();
+    for s in sockets {
+        let sock = Arc::new(tokio::net::UdpSocket::from_std(s.socket)?);
+        let iface = Arc::new(s.iface);
+        let port = s.port;
+        let server = server.clone();
+        let limit = limit.clone();
+        let mut sd = shutdown.clone();
+        tracing::info!(iface = %iface.name, port = ?port, "DHCP listening");
+        tasks.push(tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            loop {
+                let (n, src) = tokio::select! {
+                    _ = sd.wait_for(|s| *s) => return,
+                    r = sock.recv_from(&mut buf) => match r {
+                        Ok(x) => x,
+                        Err(e) => {
+                            tracing::warn!(iface = %iface.name, error = %e, "DHCP receive failed");
+                            continue;
+                        }
+                    },
+                };
+                let Ok(permit) = limit.clone().acquire_owned().await else {
+                    return;
+                };
+                let packet = buf[..n].to_vec();
+                let (server, sock, iface) = (server.clone(), sock.clone(), iface.clone());
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    if let Outcome::Answer(a) = server.handle(&packet, src, &iface, port).await
+                        && let Err(e) = sock.send_to(&a.bytes, a.to).await
+                    {
+                        tracing::warn!(to = %a.to, error = %e, "DHCP reply not sent");
+                    }
+                });
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_are_walked_in_order() {
+        let s = SubnetConfig {
+            network: "10.0.0.0/24".parse().unwrap(),
+            ranges: vec![
+                ("10.0.0.10".parse().unwrap(), "10.0.0.11".parse().unwrap()),
+                ("10.0.0.20".parse().unwrap(), "10.0.0.20".parse().unwrap()),
+            ],
+            router: None,
+            dns_servers: vec![],
+            domain: None,
+            next_server: None,
+            lease_time: std::time::Duration::from_secs(60),
+            discovery: false,
+        };
+        assert_eq!(range_len(&s), 3);
+        let all: Vec<String> = (0..4)
+            .filter_map(|n| nth_in_ranges(&s, n))
+            .map(|ip| ip.to_string())
+            .collect();
+        assert_eq!(all, ["10.0.0.10", "10.0.0.11", "10.0.0.20"]);
+        assert!(in_ranges(&s, "10.0.0.20".parse().unwrap()));
+        assert!(!in_ranges(&s, "10.0.0.12".parse().unwrap()));
+    }
+}
