@@ -11,6 +11,8 @@
 
 #[path = "../tests/common/ipmi_sim.rs"]
 mod ipmi_sim;
+#[path = "../tests/common/peers.rs"]
+mod peers;
 
 use racklift::bmc::{BmcTarget, Drivers, PowerState};
 use racklift::node::BmcDriverKind;

@@ -7,7 +7,10 @@
 # OpenIPMI's `ipmi_sim` with `ipmitool` (the IPMI driver's tests and benchmark
 # start their own simulated BMCs on loopback; nothing runs as a service); and
 # the TFTP peers of tests/tftp.rs and benches/tftp.rs (atftp, curl, tftpd-hpa;
-# the tftpd-hpa service is not started: the bench runs in.tftpd itself).
+# the tftpd-hpa service is not started: the bench runs in.tftpd itself); the
+# DHCP clients and peer servers of tests/dhcp.rs and benches/dhcp.rs (udhcpc,
+# dhclient, dnsmasq, Kea and perfdhcp; no service is started) and Debian's
+# iPXE binaries.
 set -euo pipefail
 
 log() { printf 'setup: %s\n' "$*" >&2; }
@@ -20,11 +23,11 @@ apt_install() {
   done
   ((${#missing[@]})) || return 0
   if ((apt_updated == 0)); then
-    apt-get update -qq
+    apt-get -o DPkg::Lock::Timeout=600 update -qq
     apt_updated=1
   fi
   log "installing ${missing[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
 # --- IPMI: a simulated BMC and a reference client ---------------------------
@@ -32,6 +35,11 @@ apt_install openipmi ipmitool
 
 # --- TFTP clients and the peer server ---------------------------------------
 apt_install atftp curl tftpd-hpa
+
+# --- DHCP: real clients, peer servers, the benchmark, iPXE boot files -------
+# Never run these on the machine's own interface: the tests use network
+# namespaces and give every client a script and resolv.conf of its own.
+apt_install udhcpc isc-dhcp-client dnsmasq-base kea-dhcp4-server kea-admin ipxe iproute2
 
 # --- PostgreSQL ------------------------------------------------------------
 if ! command -v pg_lsclusters >/dev/null 2>&1 || [ -z "$(ls /etc/postgresql 2>/dev/null)" ]; then

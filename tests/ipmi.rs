@@ -7,7 +7,7 @@ mod common;
 #[path = "common/ipmi_sim.rs"]
 mod ipmi_sim;
 
-use common::TestServer;
+use common::{TestServer, peers};
 use ipmi_sim::{IpmiSim, PASSWORD, USER};
 use racklift::bmc::{BmcDriver, BmcError, BmcTarget, BootDevice, Drivers, PowerAction, PowerState};
 use racklift::node::BmcDriverKind;

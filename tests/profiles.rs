@@ -30,25 +30,8 @@ fn shipped_profiles(dir: &Path) {
     }
 }
 
-/// Enrols a node and inspects it with the given facts as its inventory.
 async fn inspect_with(s: &TestServer, name: &str, mac: &str, facts: &Value) -> Value {
-    if s.get(&format!("/v1/nodes/{name}")).await.0 == 404 {
-        s.create(json!({"name": name, "boot_mac": mac, "bmc": {"driver": "fake", "address": format!("bmc-{name}")}})).await;
-        s.act(name, "manage").await;
-        s.wait_state(name, "manageable").await;
-    }
-    let (st, v) = s.act(name, "inspect").await;
-    assert_eq!(st, 202, "{v}");
-    let token = s.boot_token(mac).await;
-    let (st, v) = s
-        .agent(
-            &token,
-            "/v1/agent/inventory",
-            json!({"inventory": {"facts": facts}}),
-        )
-        .await;
-    assert_eq!(st, 202, "{v}");
-    s.wait_state(name, "manageable").await
+    s.inspect_with(name, mac, facts).await
 }
 
 async fn inspection_selects_and_keeps_a_profile(s: &TestServer) {

@@ -3,6 +3,9 @@
 //! socket. Without atftp or curl the tests print SKIP, except under CI where
 //! they fail (scripts/setup-test-env.sh installs both).
 
+#[path = "common/peers.rs"]
+mod peers;
+
 use racklift::metrics::Metrics;
 use std::fs::File;
 use std::net::{SocketAddr, UdpSocket};
@@ -17,16 +20,7 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// True when `tool` is on PATH; otherwise SKIP (or fail under CI).
 fn have(tool: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false);
-    if !found {
-        if std::env::var_os("CI").is_some() {
-            panic!("{tool} is missing (scripts/setup-test-env.sh installs it)");
-        }
-        eprintln!("SKIP: {tool} is not installed");
-    }
-    found
+    peers::require(&[tool], "Debian packages atftp, curl")
 }
 
 /// Pseudo-random bytes (xorshift), the same for the same seed.

@@ -47,33 +47,12 @@ while [ $# -ge 2 ]; do
 done
 "#;
 
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
-}
-
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
-}
-
 /// Whether `ipmi_sim` and `ipmitool` are installed; prints why not, or fails in CI.
 pub fn available() -> bool {
-    let missing: Vec<&str> = ["ipmi_sim", "ipmitool"]
-        .into_iter()
-        .filter(|p| !on_path(p))
-        .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    let why = format!(
-        "{} not installed (Debian packages openipmi, ipmitool; see scripts/setup-test-env.sh)",
-        missing.join(" and ")
-    );
-    if in_ci() {
-        panic!("{why}");
-    }
-    eprintln!("SKIP: {why}");
-    false
+    super::peers::require(
+        &["ipmi_sim", "ipmitool"],
+        "Debian packages openipmi, ipmitool",
+    )
 }
 
 /// One running `ipmi_sim`.

@@ -7,6 +7,9 @@
 //! set, where it fails.
 #![allow(dead_code)]
 
+pub mod netns;
+pub mod peers;
+
 use racklift::config::Config;
 use racklift::server::Running;
 use serde_json::{Value, json};
@@ -28,6 +31,9 @@ pub struct TestServer {
     pub backend: Backend,
     pub dir: tempfile::TempDir,
     pg: Option<(String, String)>,
+    /// The network namespace the server's sockets live in (HTTP reached
+    /// through a loopback forwarder).
+    pub netns: Option<String>,
 }
 
 pub fn pg_admin_url() -> String {
@@ -35,9 +41,7 @@ pub fn pg_admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
-}
+pub use peers::in_ci;
 
 /// A fresh PostgreSQL database; None (skip) when PostgreSQL is unreachable outside CI.
 pub async fn fresh_pg_db() -> Option<(String, String)> {
@@ -96,6 +100,16 @@ pub fn test_config(dir: &std::path::Path, db_url: &str) -> Config {
 impl TestServer {
     /// Starts a server; `tweak` adjusts the configuration. None when skipped.
     pub async fn start(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Option<TestServer> {
+        TestServer::start_in(backend, None, tweak).await
+    }
+
+    /// Starts a server whose sockets (HTTP, TFTP, DHCP) are bound inside the
+    /// network namespace `netns`; `url` still works from the test.
+    pub async fn start_in(
+        backend: Backend,
+        netns: Option<&str>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Option<TestServer> {
         let dir = tempfile::tempdir().expect("tempdir");
         let (db_url, pg) = match backend {
             Backend::Sqlite => (
@@ -118,6 +132,7 @@ impl TestServer {
             backend,
             dir,
             pg,
+            netns: netns.map(str::to_string),
         };
         s.boot().await;
         Some(s)
@@ -125,13 +140,27 @@ impl TestServer {
 
     /// (Re)starts the server process on the same data.
     pub async fn boot(&mut self) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let running = racklift::server::start(self.cfg.clone(), listener)
-            .await
-            .expect("server starts");
-        self.url = format!("http://{}", running.addr);
+        let running = if let Some(ns) = self.netns.clone() {
+            let cfg = self.cfg.clone();
+            let sockets = netns::run_in(&ns, move || racklift::server::Listeners::bind(&cfg))
+                .expect("sockets bound in the namespace");
+            let port = sockets.http.local_addr().expect("addr").port();
+            let running = racklift::server::start_with(self.cfg.clone(), sockets)
+                .await
+                .expect("server starts");
+            let fwd = netns::forward(&ns, ([127, 0, 0, 1], port).into()).await;
+            self.url = format!("http://{fwd}");
+            running
+        } else {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let running = racklift::server::start(self.cfg.clone(), listener)
+                .await
+                .expect("server starts");
+            self.url = format!("http://{}", running.addr);
+            running
+        };
         self.token = std::fs::read_to_string(&self.cfg.secrets.admin_token_file)
             .expect("admin token written on first start")
             .trim()
@@ -236,6 +265,29 @@ impl TestServer {
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+    }
+
+    /// Enrols a node (fake BMC) unless it exists, and inspects it with `facts`
+    /// as its inventory, playing the agent; returns the node once manageable.
+    pub async fn inspect_with(&self, name: &str, mac: &str, facts: &Value) -> Value {
+        if self.get(&format!("/v1/nodes/{name}")).await.0 == 404 {
+            self.create(json!({"name": name, "boot_mac": mac, "bmc": {"driver": "fake", "address": format!("bmc-{name}")}}))
+                .await;
+            self.act(name, "manage").await;
+            self.wait_state(name, "manageable").await;
+        }
+        let (st, v) = self.act(name, "inspect").await;
+        assert_eq!(st, 202, "{v}");
+        let token = self.boot_token(mac).await;
+        let (st, v) = self
+            .agent(
+                &token,
+                "/v1/agent/inventory",
+                json!({"inventory": {"facts": facts}}),
+            )
+            .await;
+        assert_eq!(st, 202, "{v}");
+        self.wait_state(name, "manageable").await
     }
 
     /// Waits until the node's step waits for the agent; returns the boot script's token.

@@ -1,0 +1,174 @@
+//! Network namespaces for tests that put real DHCP clients, peer servers and
+//! QEMU machines on a link with racklift, never on the machine's own network.
+//!
+//! Every namespace gets its own empty `/etc/netns/NAME/resolv.conf` before
+//! anything runs in it (a DHCP client's hooks would otherwise rewrite the
+//! machine's resolv.conf), and everything is removed by name on drop.
+//! Sockets are made inside a namespace by a thread that joined it
+//! ([`run_in`]); they stay there whoever uses them afterwards.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// Whether this process can make namespaces (root and iproute2); prints why
+/// not, or fails in CI.
+pub fn available() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        return super::peers::check(Some(
+            "network namespace tests need root (CAP_NET_ADMIN)".into(),
+        ));
+    }
+    super::peers::require(&["ip"], "Debian package iproute2")
+}
+
+fn ip(args: &[&str]) -> Output {
+    Command::new("ip").args(args).output().expect("run ip")
+}
+
+fn ip_ok(args: &[&str]) {
+    let o = ip(args);
+    assert!(
+        o.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// A namespace that is deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    /// A fresh namespace named `rl<pid>-<n><tag>` with loopback up.
+    pub fn new(tag: &str) -> Netns {
+        let name = format!(
+            "rl{}-{}{tag}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let etc = format!("/etc/netns/{name}");
+        std::fs::create_dir_all(&etc).expect("create /etc/netns entry");
+        std::fs::write(format!("{etc}/resolv.conf"), "").expect("empty resolv.conf");
+        ip_ok(&["netns", "add", &name]);
+        ip_ok(&["-n", &name, "link", "set", "lo", "up"]);
+        Netns { name }
+    }
+
+    /// A command run inside the namespace.
+    pub fn cmd(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+
+    /// `ip -n NS ...`, which must succeed.
+    pub fn ip(&self, args: &[&str]) {
+        let mut all = vec!["-n", &self.name];
+        all.extend_from_slice(args);
+        ip_ok(&all);
+    }
+
+    /// Runs `f` on a thread that joined this namespace.
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        run_in(&self.name, f)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Processes still inside (clients that daemonised) go with it.
+        if let Ok(o) = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+        {
+            for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                if let Ok(pid) = pid.parse::<i32>() {
+                    // SAFETY: kill has no memory preconditions.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+        }
+        let _ = ip(&["netns", "del", &self.name]);
+        let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", self.name));
+    }
+}
+
+/// Runs `f` on a new thread that joined namespace `ns` (sockets it makes
+/// belong to that namespace).
+pub fn run_in<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        use std::os::fd::AsRawFd;
+        // SAFETY: setns on a namespace file descriptor we hold open; it only
+        // changes this thread's network namespace.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .expect("namespace thread")
+}
+
+/// Two namespaces joined by a veth pair: the server side `rl-s` with
+/// `server_cidr` (e.g. `10.77.0.1/16`), the client side `rl-c` without an
+/// address.
+pub struct Link {
+    pub srv: Netns,
+    pub cli: Netns,
+}
+
+impl Link {
+    pub fn new(server_cidr: &str) -> Link {
+        let srv = Netns::new("s");
+        let cli = Netns::new("c");
+        cli.ip(&[
+            "link", "add", "rl-c", "type", "veth", "peer", "name", "rl-s", "netns", &srv.name,
+        ]);
+        srv.ip(&["addr", "add", server_cidr, "dev", "rl-s"]);
+        srv.ip(&["link", "set", "rl-s", "up"]);
+        cli.ip(&["link", "set", "rl-c", "up"]);
+        Link { srv, cli }
+    }
+
+    /// Sets the client interface's MAC (each DHCP client run can be a new machine).
+    pub fn set_client_mac(&self, mac: &str) {
+        self.cli.ip(&["link", "set", "rl-c", "address", mac]);
+    }
+}
+
+/// Forwards a loopback port of the test's namespace to `target` inside `ns`,
+/// so the test's HTTP client reaches a server listening there.
+pub async fn forward(ns: &str, target: SocketAddr) -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind forwarder");
+    let addr = l.local_addr().expect("addr");
+    let ns = ns.to_string();
+    tokio::spawn(async move {
+        while let Ok((mut a, _)) = l.accept().await {
+            let ns = ns.clone();
+            tokio::spawn(async move {
+                let s = tokio::task::spawn_blocking(move || {
+                    run_in(&ns, move || std::net::TcpStream::connect(target))
+                })
+                .await;
+                if let Ok(Ok(s)) = s {
+                    let _ = s.set_nonblocking(true);
+                    if let Ok(mut b) = tokio::net::TcpStream::from_std(s) {
+                        let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}

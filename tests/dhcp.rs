@@ -1,0 +1,681 @@
+//! The DHCP server against real clients on a veth link between two network
+//! namespaces: busybox udhcpc and ISC dhclient get leases, options and boot
+//! files; an enrolled node gets its fixed address; a client written here sends
+//! DECLINE and hostile packets; a second racklift process on the same
+//! PostgreSQL database never hands out an address the first one leased; and
+//! racklift as proxyDHCP beside dnsmasq gives the boot file while dnsmasq gives
+//! the address.
+//!
+//! Needs root, iproute2, udhcpc, dhclient and dnsmasq (scripts/setup-test-env.sh
+//! installs them): without them the tests print SKIP, and fail under CI.
+
+mod common;
+
+use common::netns::{Link, Netns};
+use common::{Backend, TestServer, peers};
+use dhcproto::v4::{DhcpOption, Message, MessageType, OptionCode};
+use dhcproto::{Decodable, Decoder, Encodable, Encoder};
+use racklift::config::{Config, DhcpMode, SubnetConfig};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const SERVER: &str = "10.77.0.1";
+
+fn ready(programs: &[&str]) -> bool {
+    common::netns::available()
+        && peers::require(
+            programs,
+            "Debian packages udhcpc, isc-dhcp-client, dnsmasq-base",
+        )
+}
+
+fn subnet(discovery: bool) -> SubnetConfig {
+    SubnetConfig {
+        network: "10.77.0.0/16".parse().unwrap(),
+        ranges: vec![(
+            "10.77.1.10".parse().unwrap(),
+            "10.77.1.250".parse().unwrap(),
+        )],
+        router: Some(SERVER.parse().unwrap()),
+        dns_servers: vec!["10.77.0.53".parse().unwrap()],
+        domain: Some("lab.example".into()),
+        next_server: None,
+        lease_time: Duration::from_secs(3600),
+        discovery,
+    }
+}
+
+/// racklift serving DHCP on `rl-s`, its HTTP API on 10.77.0.1:8080 inside the namespace.
+fn serve_dhcp(cfg: &mut Config, mode: DhcpMode, iface: &str, subnets: Vec<SubnetConfig>) {
+    cfg.dhcp.enabled = true;
+    cfg.dhcp.mode = mode;
+    cfg.dhcp.interfaces = vec![iface.to_string()];
+    cfg.dhcp.subnets = subnets;
+    cfg.http.listen = "0.0.0.0:8080".parse().unwrap();
+    cfg.http.public_url = format!("http://{SERVER}:8080");
+}
+
+/// A udhcpc script that records each event's environment in `dir/<event>`
+/// and configures the address (inside the client namespace only).
+fn udhcpc_script(dir: &Path) -> String {
+    let path = dir.join("udhcpc.sh");
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\ncase \"$1\" in\n  bound|renew)\n    ip addr flush dev \"$interface\"\n    ip addr add \"$ip/$subnet\" dev \"$interface\"\n    env > {dir}/\"$1\".tmp && mv {dir}/\"$1\".tmp {dir}/\"$1\" ;;\nesac\nexit 0\n",
+            dir = dir.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path.display().to_string()
+}
+
+fn env_file(path: &Path) -> HashMap<String, String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// One udhcpc run in the client namespace with `mac`: the `bound`
+/// environment, or None when no lease came.
+fn udhcpc(link: &Link, mac: &str, extra: &[&str]) -> Option<HashMap<String, String>> {
+    link.set_client_mac(mac);
+    let dir = tempfile::tempdir().unwrap();
+    let script = udhcpc_script(dir.path());
+    let out = link
+        .cli
+        .cmd("udhcpc")
+        .args([
+            "-i", "rl-c", "-n", "-q", "-f", "-t", "3", "-T", "1", "-A", "1", "-s", &script,
+        ])
+        .args(extra)
+        .output()
+        .expect("run udhcpc");
+    if !out.status.success() {
+        return None;
+    }
+    Some(env_file(&dir.path().join("bound")))
+}
+
+async fn leases(s: &TestServer) -> Vec<Value> {
+    let (st, v) = s.get("/v1/dhcp/leases").await;
+    assert_eq!(st, 200, "{v}");
+    v.as_array().unwrap().clone()
+}
+
+fn lease_of<'a>(all: &'a [Value], mac: &str) -> Option<&'a Value> {
+    all.iter().find(|l| l["mac"] == mac)
+}
+
+async fn start(
+    backend: Backend,
+    link: &Link,
+    tweak: impl FnOnce(&mut Config),
+) -> Option<TestServer> {
+    TestServer::start_in(backend, Some(&link.srv.name), tweak).await
+}
+
+async fn leases_options_and_boot_files(backend: Backend) {
+    if !ready(&["udhcpc"]) {
+        return;
+    }
+    let link = Link::new("10.77.0.1/16");
+    let Some(s) = start(backend, &link, |c| {
+        serve_dhcp(c, DhcpMode::Server, "rl-s", vec![subnet(true)])
+    })
+    .await
+    else {
+        return;
+    };
+    let mac = "52:54:00:77:00:01";
+    let env = udhcpc(&link, mac, &[]).expect("a lease");
+    let ip: Ipv4Addr = env["ip"].parse().unwrap();
+    assert!(
+        (Ipv4Addr::new(10, 77, 1, 10)..=Ipv4Addr::new(10, 77, 1, 250)).contains(&ip),
+        "{env:?}"
+    );
+    assert_eq!(env["subnet"], "255.255.0.0");
+    assert_eq!(env["router"], SERVER);
+    assert_eq!(env["dns"].trim(), "10.77.0.53");
+    assert_eq!(env["domain"], "lab.example");
+    assert_eq!(env["lease"], "3600");
+    assert_eq!(env["serverid"], SERVER);
+    // The same machine again: the same address.
+    let again = udhcpc(&link, mac, &[]).expect("a second lease");
+    assert_eq!(again["ip"], env["ip"]);
+    let all = leases(&s).await;
+    let l = lease_of(&all, mac).expect("lease stored");
+    assert_eq!(l["ip"], env["ip"].as_str());
+    assert_eq!(l["state"], "bound");
+
+    // PXE ROMs by architecture, and iPXE itself.
+    let bios = udhcpc(
+        &link,
+        "52:54:00:77:00:02",
+        &["-V", "PXEClient:Arch:00000:UNDI:002001", "-x", "93:0000"],
+    )
+    .expect("BIOS lease");
+    assert_eq!(bios["boot_file"], "undionly.kpxe", "{bios:?}");
+    assert_eq!(bios["siaddr"], SERVER);
+    let uefi = udhcpc(
+        &link,
+        "52:54:00:77:00:03",
+        &["-V", "PXEClient:Arch:00007:UNDI:003016", "-x", "93:0007"],
+    )
+    .expect("UEFI lease");
+    assert_eq!(uefi["boot_file"], "ipxe.efi", "{uefi:?}");
+    let ipxe = udhcpc(&link, "52:54:00:77:00:04", &["-x", "77:69505845"]).expect("iPXE lease");
+    assert_eq!(
+        ipxe["boot_file"],
+        format!("http://{SERVER}:8080/boot.ipxe?mac=52:54:00:77:00:04"),
+        "{ipxe:?}"
+    );
+    let m = s.metrics().await;
+    assert!(m.contains("racklift_dhcp_received_discover_total"), "{m}");
+    assert!(
+        m.contains("racklift_dhcp_request_duration_seconds_count"),
+        "{m}"
+    );
+    s.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_options_and_boot_files_sqlite() {
+    leases_options_and_boot_files(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_options_and_boot_files_postgres() {
+    leases_options_and_boot_files(Backend::Postgres).await;
+}
+
+/// A profile that takes every machine and gives it an address in 10.77.9.x.
+fn fixed_address_profile(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("any.toml"),
+        "name = \"any\"\nquota = \"unlimited\"\nspecs = []\n\n[networks.provisioning]\nrange = \"10.77.9.10-10.77.9.20\"\n",
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enrolled_node_gets_its_address_and_strangers_nothing() {
+    if !ready(&["udhcpc"]) {
+        return;
+    }
+    let link = Link::new("10.77.0.1/16");
+    let Some(s) = start(Backend::Sqlite, &link, |c| {
+        fixed_address_profile(&c.data_dir.join("profiles"));
+        c.profiles_dir = c.data_dir.join("profiles");
+        serve_dhcp(c, DhcpMode::Server, "rl-s", vec![subnet(false)])
+    })
+    .await
+    else {
+        return;
+    };
+    // Discovery is off: a machine racklift does not know gets no answer.
+    assert!(udhcpc(&link, "52:54:00:77:01:99", &[]).is_none());
+    let mac = "52:54:00:77:01:01";
+    let n = s.inspect_with("n1", mac, &json!([])).await;
+    assert_eq!(n["addresses"], json!({"provisioning": "10.77.9.10"}), "{n}");
+    let env = udhcpc(&link, mac, &["-V", "PXEClient:Arch:00000:UNDI:002001"])
+        .expect("a lease for the node");
+    assert_eq!(env["ip"], "10.77.9.10");
+    assert_eq!(env["hostname"], "n1");
+    let events = s.events("n1").await;
+    let dhcp: Vec<&str> = events
+        .iter()
+        .filter(|e| e["kind"] == "dhcp")
+        .filter_map(|e| e["reason"].as_str())
+        .collect();
+    assert!(
+        dhcp.iter().any(|t| t.contains("DISCOVER")
+            && t.contains("OFFER 10.77.9.10")
+            && t.contains("undionly.kpxe")),
+        "{dhcp:?}"
+    );
+    assert!(
+        dhcp.iter()
+            .any(|t| t.contains("REQUEST") && t.contains("ACK 10.77.9.10")),
+        "{dhcp:?}"
+    );
+    // The stranger's DISCOVERs were counted, not answered.
+    assert!(
+        s.metrics()
+            .await
+            .contains("racklift_dhcp_silent_unknown_client_total")
+    );
+    s.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dhclient_renews_and_releases() {
+    if !ready(&["dhclient"]) {
+        return;
+    }
+    let link = Link::new("10.77.0.1/16");
+    let Some(s) = start(Backend::Sqlite, &link, |c| {
+        serve_dhcp(c, DhcpMode::Server, "rl-s", vec![subnet(true)])
+    })
+    .await
+    else {
+        return;
+    };
+    let mac = "52:54:00:77:02:01";
+    link.set_client_mac(mac);
+    let dir = tempfile::tempdir().unwrap();
+    let (pf, lf) = (dir.path().join("pid"), dir.path().join("leases"));
+    let dhclient = |extra: &[&str]| {
+        let out = link
+            .cli
+            .cmd("dhclient")
+            .args(["-v", "-1", "-sf", "/bin/true", "-pf"])
+            .arg(&pf)
+            .arg("-lf")
+            .arg(&lf)
+            .args(extra)
+            .arg("rl-c")
+            .output()
+            .expect("run dhclient");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if let Ok(pid) = std::fs::read_to_string(&pf) {
+            let _ = Command::new("kill").arg(pid.trim()).status();
+        }
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let log = dhclient(&[]);
+    assert!(log.contains("DHCPACK"), "{log}");
+    let first = lease_of(&leases(&s).await, mac).cloned().expect("lease");
+    assert_eq!(first["state"], "bound");
+    // What dhclient's own script would do (its RELEASE is sent from this address).
+    let cidr = format!("{}/16", first["ip"].as_str().unwrap());
+    link.cli.ip(&["addr", "add", &cidr, "dev", "rl-c"]);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Started again with its lease file, dhclient asks for the same address.
+    let log = dhclient(&[]);
+    assert!(
+        log.contains("DHCPREQUEST") && log.contains("DHCPACK"),
+        "{log}"
+    );
+    let renewed = lease_of(&leases(&s).await, mac).cloned().expect("lease");
+    assert_eq!(renewed["ip"], first["ip"]);
+    assert!(
+        renewed["expires_at_ms"].as_i64() > first["expires_at_ms"].as_i64(),
+        "{first} -> {renewed}"
+    );
+    dhclient(&["-r"]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let released = loop {
+        let l = lease_of(&leases(&s).await, mac)
+            .cloned()
+            .expect("lease kept");
+        if l["state"] == "released" || Instant::now() > deadline {
+            break l;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        released["state"],
+        "released",
+        "{released}\n{}",
+        s.metrics().await
+    );
+    assert_eq!(released["ip"], first["ip"]);
+    s.finish().await;
+}
+
+/// A DHCP client written here, on the client side of the link.
+struct RawClient {
+    sock: UdpSocket,
+}
+
+impl RawClient {
+    fn new(ns: &Netns) -> RawClient {
+        let sock = ns
+            .run(|| racklift::dhcp::net::bind_on("rl-c", 68))
+            .expect("client socket");
+        sock.set_nonblocking(false).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        RawClient { sock }
+    }
+
+    fn message(mac: [u8; 6], kind: MessageType, opts: Vec<DhcpOption>) -> Message {
+        let mut m = Message::new(
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            &mac,
+        );
+        // Replies come as broadcasts: this socket's interface has no address.
+        m.set_flags(dhcproto::v4::Flags::default().set_broadcast());
+        m.opts_mut().insert(DhcpOption::MessageType(kind));
+        for o in opts {
+            m.opts_mut().insert(o);
+        }
+        m
+    }
+
+    fn send_to(&self, m: &Message, to: SocketAddr) {
+        let mut buf = Vec::new();
+        m.encode(&mut Encoder::new(&mut buf)).unwrap();
+        self.sock.send_to(&buf, to).unwrap();
+    }
+
+    fn send(&self, m: &Message) {
+        self.send_to(m, "255.255.255.255:67".parse().unwrap());
+    }
+
+    /// Every reply to `xid` within `wait`.
+    fn replies(&self, xid: u32, wait: Duration) -> Vec<Message> {
+        let until = Instant::now() + wait;
+        let mut out = Vec::new();
+        let mut buf = [0u8; 1500];
+        while Instant::now() < until {
+            if let Ok((n, _)) = self.sock.recv_from(&mut buf)
+                && let Ok(m) = Message::decode(&mut Decoder::new(&buf[..n]))
+                && m.xid() == xid
+            {
+                out.push(m);
+            }
+        }
+        out
+    }
+
+    fn reply(&self, xid: u32) -> Option<Message> {
+        let until = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < until {
+            if let Some(m) = self
+                .replies(xid, Duration::from_millis(300))
+                .into_iter()
+                .next()
+            {
+                return Some(m);
+            }
+        }
+        None
+    }
+
+    /// DISCOVER, OFFER, REQUEST, ACK: the address bound.
+    fn lease(&self, mac: [u8; 6]) -> Ipv4Addr {
+        let d = Self::message(mac, MessageType::Discover, vec![]);
+        self.send(&d);
+        let offer = self.reply(d.xid()).expect("an offer");
+        assert_eq!(offer.opts().msg_type(), Some(MessageType::Offer));
+        let r = Self::message(
+            mac,
+            MessageType::Request,
+            vec![
+                DhcpOption::RequestedIpAddress(offer.yiaddr()),
+                DhcpOption::ServerIdentifier(SERVER.parse().unwrap()),
+            ],
+        );
+        self.send(&r);
+        let ack = self.reply(r.xid()).expect("an ack");
+        assert_eq!(ack.opts().msg_type(), Some(MessageType::Ack));
+        ack.yiaddr()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decline_quarantines_and_hostile_packets_are_survived() {
+    if !ready(&[]) {
+        return;
+    }
+    let link = Link::new("10.77.0.1/16");
+    let mut small = subnet(true);
+    small.ranges = vec![("10.77.1.10".parse().unwrap(), "10.77.1.11".parse().unwrap())];
+    let Some(s) = start(Backend::Sqlite, &link, |c| {
+        serve_dhcp(c, DhcpMode::Server, "rl-s", vec![small])
+    })
+    .await
+    else {
+        return;
+    };
+    let c = RawClient::new(&link.cli);
+    let a = [0x52, 0x54, 0, 0x77, 3, 1];
+    let ip = c.lease(a);
+    // The client finds the address in use and declines it.
+    c.send(&RawClient::message(
+        a,
+        MessageType::Decline,
+        vec![
+            DhcpOption::RequestedIpAddress(ip),
+            DhcpOption::ServerIdentifier(SERVER.parse().unwrap()),
+        ],
+    ));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let all = leases(&s).await;
+        let l = all.iter().find(|l| l["ip"] == ip.to_string()).unwrap();
+        if l["state"] == "declined" {
+            assert_eq!(l["mac"], Value::Null);
+            break;
+        }
+        assert!(Instant::now() < deadline, "never declined: {l}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Two addresses, one quarantined: the next two clients share what is left.
+    let b = c.lease([0x52, 0x54, 0, 0x77, 3, 2]);
+    assert_ne!(b, ip);
+    let d = RawClient::message([0x52, 0x54, 0, 0x77, 3, 3], MessageType::Discover, vec![]);
+    c.send(&d);
+    assert!(
+        c.replies(d.xid(), Duration::from_secs(1)).is_empty(),
+        "pool exhausted: no offer"
+    );
+
+    // Hostile packets, then a good one still gets its answer.
+    let good = {
+        let m = RawClient::message([0x52, 0x54, 0, 0x77, 3, 2], MessageType::Discover, vec![]);
+        let mut buf = Vec::new();
+        m.encode(&mut Encoder::new(&mut buf)).unwrap();
+        buf
+    };
+    let mut hostile: Vec<Vec<u8>> = vec![vec![], vec![1], good[..239].to_vec()];
+    let mut magic = good.clone();
+    magic[236..240].copy_from_slice(b"EVIL");
+    hostile.push(magic);
+    let mut hlen = good.clone();
+    hlen[2] = 255;
+    hostile.push(hlen);
+    let mut reply = good.clone();
+    reply[0] = 2;
+    hostile.push(reply);
+    let mut oversized = good[..240].to_vec();
+    for _ in 0..6 {
+        oversized.push(43);
+        oversized.push(255);
+        oversized.extend(std::iter::repeat_n(0xAA, 255));
+    }
+    hostile.push(oversized);
+    let mut cut = good[..240].to_vec();
+    cut.extend_from_slice(&[53, 1, 1, 55, 250, 1, 2]);
+    hostile.push(cut);
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    for len in [240, 300, 576, 1400] {
+        let mut r = Vec::with_capacity(len);
+        while r.len() < len {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            r.extend_from_slice(&seed.to_le_bytes());
+        }
+        r.truncate(len);
+        hostile.push(r);
+    }
+    for _ in 0..20 {
+        for p in &hostile {
+            c.sock.send_to(p, "255.255.255.255:67").unwrap();
+        }
+    }
+    let probe = Message::decode(&mut Decoder::new(&good)).unwrap();
+    c.sock.send_to(&good, "255.255.255.255:67").unwrap();
+    let answer = c.reply(probe.xid()).expect("still answering");
+    assert_eq!(answer.yiaddr(), b);
+    let m = s.metrics().await;
+    let malformed: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("racklift_dhcp_malformed_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(malformed >= 20 * 9, "{malformed} malformed counted:\n{m}");
+    s.finish().await;
+}
+
+/// The client side of a proxyDHCP test: the PXE DISCOVER gets two offers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_dhcp_beside_dnsmasq() {
+    if !ready(&["dnsmasq"]) {
+        return;
+    }
+    // Three namespaces on one bridge: racklift (10.77.0.1), dnsmasq (10.77.0.2), the client.
+    let srv = Netns::new("s");
+    let dns = Netns::new("d");
+    let cli = Netns::new("c");
+    srv.ip(&["link", "add", "br0", "type", "bridge"]);
+    srv.ip(&[
+        "link", "add", "rl-s", "type", "veth", "peer", "name", "rl-c", "netns", &cli.name,
+    ]);
+    srv.ip(&[
+        "link", "add", "rl-sd", "type", "veth", "peer", "name", "rl-d", "netns", &dns.name,
+    ]);
+    for port in ["rl-s", "rl-sd"] {
+        srv.ip(&["link", "set", port, "master", "br0"]);
+        srv.ip(&["link", "set", port, "up"]);
+    }
+    srv.ip(&["addr", "add", "10.77.0.1/16", "dev", "br0"]);
+    srv.ip(&["link", "set", "br0", "up"]);
+    dns.ip(&["addr", "add", "10.77.0.2/16", "dev", "rl-d"]);
+    dns.ip(&["link", "set", "rl-d", "up"]);
+    cli.ip(&["link", "set", "rl-c", "up"]);
+    let dir = tempfile::tempdir().unwrap();
+    let dnsmasq = dns
+        .cmd("dnsmasq")
+        .args([
+            "--no-daemon",
+            "--port=0",
+            "--interface=rl-d",
+            "--bind-interfaces",
+            "--dhcp-range=10.77.2.10,10.77.2.50,1h",
+            "--no-ping",
+            "--no-resolv",
+            "--no-hosts",
+            "--dhcp-authoritative",
+        ])
+        .arg(format!(
+            "--dhcp-leasefile={}",
+            dir.path().join("dnsmasq.leases").display()
+        ))
+        .arg(format!(
+            "--pid-file={}",
+            dir.path().join("dnsmasq.pid").display()
+        ))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map(peers::Peer)
+        .expect("dnsmasq");
+    let Some(s) = TestServer::start_in(Backend::Sqlite, Some(&srv.name), |c| {
+        serve_dhcp(c, DhcpMode::Proxy, "br0", vec![subnet(true)])
+    })
+    .await
+    else {
+        return;
+    };
+    let c = RawClient::new(&cli);
+    let mac = [0x52, 0x54, 0, 0x77, 4, 1];
+    let pxe = || {
+        vec![
+            DhcpOption::ClassIdentifier(b"PXEClient:Arch:00000:UNDI:002001".to_vec()),
+            DhcpOption::ClientSystemArchitecture(dhcproto::v4::Architecture(0)),
+        ]
+    };
+    let d = RawClient::message(mac, MessageType::Discover, pxe());
+    let mut offers = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while offers.len() < 2 && Instant::now() < deadline {
+        c.send(&d);
+        for o in c.replies(d.xid(), Duration::from_secs(1)) {
+            let sid = o.opts().get(OptionCode::ServerIdentifier).cloned();
+            if !offers
+                .iter()
+                .any(|(s, _): &(Option<DhcpOption>, Message)| *s == sid)
+            {
+                offers.push((sid, o));
+            }
+        }
+    }
+    let by = |ip: &str| {
+        offers
+            .iter()
+            .find(|(s, _)| *s == Some(DhcpOption::ServerIdentifier(ip.parse().unwrap())))
+            .map(|(_, m)| m.clone())
+    };
+    let from_dnsmasq = by("10.77.0.2").expect("dnsmasq offers an address");
+    let from_racklift = by(SERVER).expect("racklift answers the PXE part");
+    let addr = from_dnsmasq.yiaddr();
+    assert!(addr.to_string().starts_with("10.77.2."), "{addr}");
+    assert!(
+        from_racklift.yiaddr().is_unspecified(),
+        "proxyDHCP gives no address"
+    );
+    assert_eq!(
+        from_racklift.opts().get(OptionCode::BootfileName),
+        Some(&DhcpOption::BootfileName(b"undionly.kpxe".to_vec()))
+    );
+    assert_eq!(
+        from_racklift.opts().get(OptionCode::ClassIdentifier),
+        Some(&DhcpOption::ClassIdentifier(b"PXEClient".to_vec()))
+    );
+    assert_eq!(from_racklift.siaddr(), SERVER.parse::<Ipv4Addr>().unwrap());
+    // The ROM takes dnsmasq's address, then asks racklift's boot service on 4011.
+    let r = RawClient::message(
+        mac,
+        MessageType::Request,
+        vec![
+            DhcpOption::RequestedIpAddress(addr),
+            DhcpOption::ServerIdentifier("10.77.0.2".parse().unwrap()),
+        ],
+    );
+    c.send(&r);
+    let ack = c.reply(r.xid()).expect("dnsmasq acks");
+    assert_eq!(ack.yiaddr(), addr);
+    cli.ip(&["addr", "add", &format!("{addr}/16"), "dev", "rl-c"]);
+    let mut q = RawClient::message(mac, MessageType::Request, pxe());
+    q.set_ciaddr(addr);
+    let mut got = None;
+    for _ in 0..3 {
+        c.send_to(&q, (Ipv4Addr::new(10, 77, 0, 1), 4011).into());
+        got = c
+            .replies(q.xid(), Duration::from_secs(1))
+            .into_iter()
+            .next();
+        if got.is_some() {
+            break;
+        }
+    }
+    let ack = got.expect("an answer on port 4011");
+    assert_eq!(ack.opts().msg_type(), Some(MessageType::Ack));
+    assert_eq!(
+        ack.opts().get(OptionCode::BootfileName),
+        Some(&DhcpOption::BootfileName(b"undionly.kpxe".to_vec()))
+    );
+    drop(dnsmasq);
+    s.finish().await;
+}
