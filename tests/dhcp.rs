@@ -679,3 +679,135 @@ async fn proxy_dhcp_beside_dnsmasq() {
     drop(dnsmasq);
     s.finish().await;
 }
+
+/// Two racklift processes on one link and one PostgreSQL database (the second
+/// a real `racklift serve` in the server namespace): both answer every
+/// DISCOVER, and no address goes to two of the clients that ask at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_on_postgres_never_share_an_address() {
+    if !ready(&["udhcpc"]) {
+        return;
+    }
+    let link = Link::new("10.77.0.1/16");
+    let mut small = subnet(true);
+    small.ranges = vec![("10.77.1.10".parse().unwrap(), "10.77.1.60".parse().unwrap())];
+    let sub = small.clone();
+    let Some(a) = start(Backend::Postgres, &link, |c| {
+        serve_dhcp(c, DhcpMode::Server, "rl-s", vec![sub])
+    })
+    .await
+    else {
+        return;
+    };
+    // The second process reaches PostgreSQL through a port forwarded into the namespace.
+    let pg: SocketAddr = "127.0.0.1:5432".parse().unwrap();
+    common::netns::forward_into(&link.srv.name, pg, pg).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg_path = dir.path().join("b.toml");
+    std::fs::write(
+        &cfg_path,
+        format!(
+            "data_dir = \"{d}\"\nprofiles = {{ dir = \"{d}/profiles\" }}\n\
+             [http]\nlisten = \"0.0.0.0:8081\"\npublic_url = \"http://{SERVER}:8081\"\n\
+             [database]\nurl = \"{url}\"\n\
+             [secrets]\nkey_file = \"{key}\"\n\
+             [dhcp]\nenabled = true\ninterfaces = [\"rl-s\"]\n\
+             [[dhcp.subnet]]\nnetwork = \"10.77.0.0/16\"\nranges = [\"10.77.1.10-10.77.1.60\"]\nrouter = \"{SERVER}\"\ndiscovery = true\nlease_time = \"1h\"\n",
+            d = dir.path().display(),
+            url = a.cfg.database.url,
+            key = a.cfg.secrets.key_file.display(),
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.path().join("b.log")).unwrap();
+    let _b = link
+        .srv
+        .cmd(env!("CARGO_BIN_EXE_racklift"))
+        .args(["serve", "--config"])
+        .arg(&cfg_path)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .map(peers::Peer)
+        .expect("second racklift");
+    let b_url = format!(
+        "http://{}",
+        common::netns::forward(&link.srv.name, "127.0.0.1:8081".parse().unwrap()).await
+    );
+    let http = reqwest::Client::new();
+    let metrics_of = |url: String| {
+        let http = http.clone();
+        let token = a.token.clone();
+        async move {
+            http.get(format!("{url}/metrics"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metrics_of(b_url.clone()).await.is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "second racklift never came up:\n{}",
+            std::fs::read_to_string(dir.path().join("b.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // 24 machines ask at once, each on a macvlan of the client link.
+    const N: usize = 24;
+    let mut clients = Vec::new();
+    for i in 0..N {
+        let ifname = format!("mv{i}");
+        let mac = format!("52:54:00:77:05:{i:02x}");
+        link.cli.ip(&["link", "add", &ifname, "link", "rl-c", "type", "macvlan", "mode", "bridge"]);
+        link.cli.ip(&["link", "set", &ifname, "address", &mac]);
+        link.cli.ip(&["link", "set", &ifname, "up"]);
+        let out = tempfile::tempdir().unwrap();
+        let script = udhcpc_script(out.path());
+        let child = link
+            .cli
+            .cmd("udhcpc")
+            .args(["-i", &ifname, "-n", "-q", "-f", "-t", "5", "-T", "1", "-A", "1", "-s", &script])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("udhcpc");
+        clients.push((mac, out, child));
+    }
+    let mut got: HashMap<String, String> = HashMap::new();
+    for (mac, out, mut child) in clients {
+        let st = child.wait().unwrap();
+        assert!(st.success(), "{mac} got no lease");
+        got.insert(mac, env_file(&out.path().join("bound"))["ip"].clone());
+    }
+    let mut ips: Vec<&String> = got.values().collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), N, "an address went to two clients: {got:?}");
+    let all = leases(&a).await;
+    for (mac, ip) in &got {
+        let l = lease_of(&all, mac).unwrap_or_else(|| panic!("no lease row for {mac}"));
+        assert_eq!(l["ip"], ip.as_str(), "{l}");
+        assert_eq!(l["state"], "bound", "{l}");
+    }
+    let answered = |m: &str| -> u64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix("racklift_dhcp_answered_total "))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let ma = a.metrics().await;
+    let mb = metrics_of(b_url.clone()).await.unwrap_or_default();
+    assert!(
+        answered(&ma) > 0 && answered(&mb) > 0,
+        "both processes answered: {} and {}",
+        answered(&ma),
+        answered(&mb)
+    );
+    a.finish().await;
+}

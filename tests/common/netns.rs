@@ -172,3 +172,24 @@ pub async fn forward(ns: &str, target: SocketAddr) -> SocketAddr {
     });
     addr
 }
+
+/// Forwards `listen` inside `ns` to `target` in the test's namespace, so a
+/// process in the namespace reaches a service outside it (PostgreSQL).
+pub async fn forward_into(ns: &str, listen: SocketAddr, target: SocketAddr) {
+    let l = run_in(ns, move || {
+        let l = std::net::TcpListener::bind(listen)?;
+        l.set_nonblocking(true)?;
+        Ok::<_, std::io::Error>(l)
+    })
+    .expect("bind inside the namespace");
+    let l = tokio::net::TcpListener::from_std(l).expect("listener");
+    tokio::spawn(async move {
+        while let Ok((mut a, _)) = l.accept().await {
+            tokio::spawn(async move {
+                if let Ok(mut b) = tokio::net::TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+                }
+            });
+        }
+    });
+}
