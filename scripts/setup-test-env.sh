@@ -40,6 +40,8 @@ apt_install atftp curl tftpd-hpa
 # Never run these on the machine's own interface: the tests use network
 # namespaces and give every client a script and resolv.conf of its own.
 apt_install udhcpc isc-dhcp-client dnsmasq-base kea-dhcp4-server kea-admin ipxe iproute2
+# A machine that really network-boots: QEMU with its iPXE option ROMs.
+apt_install qemu-system-x86 ipxe-qemu
 
 # --- PostgreSQL ------------------------------------------------------------
 if ! command -v pg_lsclusters >/dev/null 2>&1 || [ -z "$(ls /etc/postgresql 2>/dev/null)" ]; then

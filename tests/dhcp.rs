@@ -764,7 +764,9 @@ async fn two_processes_on_postgres_never_share_an_address() {
     for i in 0..N {
         let ifname = format!("mv{i}");
         let mac = format!("52:54:00:77:05:{i:02x}");
-        link.cli.ip(&["link", "add", &ifname, "link", "rl-c", "type", "macvlan", "mode", "bridge"]);
+        link.cli.ip(&[
+            "link", "add", &ifname, "link", "rl-c", "type", "macvlan", "mode", "bridge",
+        ]);
         link.cli.ip(&["link", "set", &ifname, "address", &mac]);
         link.cli.ip(&["link", "set", &ifname, "up"]);
         let out = tempfile::tempdir().unwrap();
@@ -772,7 +774,9 @@ async fn two_processes_on_postgres_never_share_an_address() {
         let child = link
             .cli
             .cmd("udhcpc")
-            .args(["-i", &ifname, "-n", "-q", "-f", "-t", "5", "-T", "1", "-A", "1", "-s", &script])
+            .args([
+                "-i", &ifname, "-n", "-q", "-f", "-t", "5", "-T", "1", "-A", "1", "-s", &script,
+            ])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
