@@ -141,6 +141,7 @@ struct WireBoot {
     initrd_url: Option<String>,
     kernel_args: Option<String>,
     token_ttl: Option<HumanDuration>,
+    assets_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -353,6 +354,8 @@ pub struct BootConfig {
     pub initrd_url: String,
     pub kernel_args: String,
     pub token_ttl: Duration,
+    /// Served over HTTP under `/assets/` (ramdisk, images), with Range support.
+    pub assets_dir: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -566,6 +569,11 @@ fn validate(w: Wire) -> Result<Config, ConfigError> {
     };
     let tftp = validate_tftp(w.tftp, &data_dir)?;
     let dhcp = validate_dhcp(w.dhcp)?;
+    let assets_dir = w
+        .boot
+        .assets_dir
+        .clone()
+        .unwrap_or_else(|| data_dir.join("assets"));
     let kernel_url = w
         .boot
         .kernel_url
@@ -613,6 +621,7 @@ fn validate(w: Wire) -> Result<Config, ConfigError> {
                 .boot
                 .kernel_args
                 .unwrap_or_else(|| "console=tty0 console=ttyS0,115200n8".into()),
+            assets_dir,
             token_ttl: w
                 .boot
                 .token_ttl

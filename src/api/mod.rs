@@ -176,9 +176,21 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/agent/status", post(agent::status))
         .route("/v1/agent/heartbeat", post(agent::heartbeat))
         .route("/v1/agent/log", post(agent::log));
+    // Boot files: no token (firmware and ramdisks fetch them), read-only,
+    // Range and conditional requests answered by tower-http.
+    let assets = Router::new()
+        .nest_service(
+            "/assets/ipxe",
+            tower_http::services::ServeDir::new(&app.cfg.tftp.root),
+        )
+        .nest_service(
+            "/assets",
+            tower_http::services::ServeDir::new(&app.cfg.boot.assets_dir),
+        );
     Router::new()
         .merge(operator)
         .merge(open)
+        .merge(assets)
         .fallback(|| async { ApiError::not_found("no such endpoint; see /v1/openapi.json") })
         .layer(middleware::from_fn_with_state(app.clone(), track))
         .layer(DefaultBodyLimit::max(app.cfg.http.max_body_bytes))
