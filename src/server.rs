@@ -162,13 +162,23 @@ pub async fn start_with(cfg: Config, sockets: Listeners) -> anyhow::Result<Runni
             std::fs::create_dir_all(&root)
                 .with_context(|| format!("cannot create TFTP root {}", root.display()))?;
         }
-        let metrics = metrics.clone();
+        let (reports, mut ended) = tokio::sync::mpsc::unbounded_channel();
+        let files = crate::tftp::open_root(&root, metrics.clone())?.with_reports(reports);
         let sd = rx.clone();
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = crate::tftp::serve(socket, &root, metrics, sd).await {
+            if let Err(e) = crate::tftp::serve_with(socket, files, sd).await {
                 tracing::error!(error = %e, "TFTP server stopped");
             }
         }));
+        // Each transfer to a known node (found by its DHCP lease) is an event on it.
+        let store = store.clone();
+        tokio::spawn(async move {
+            while let Some(t) = ended.recv().await {
+                if let Err(e) = record_transfer(&store, &t).await {
+                    tracing::debug!(error = %e, "TFTP transfer not recorded");
+                }
+            }
+        });
     }
     if !sockets.dhcp.is_empty() {
         let server = Arc::new(crate::dhcp::DhcpServer::new(
@@ -210,6 +220,29 @@ pub async fn start_with(cfg: Config, sockets: Listeners) -> anyhow::Result<Runni
         shutdown,
         tasks,
     })
+}
+
+/// Records a TFTP transfer on the node whose lease has the peer's address.
+async fn record_transfer(store: &Store, t: &crate::tftp::TransferEnded) -> anyhow::Result<()> {
+    let std::net::IpAddr::V4(ip) = t.peer.ip() else {
+        return Ok(());
+    };
+    let Some(mac) = store.lease_at(ip).await?.and_then(|l| l.mac) else {
+        return Ok(());
+    };
+    let Some(node) = store.node_by_mac(mac).await? else {
+        return Ok(());
+    };
+    let text = format!(
+        "TFTP {} {} ({} bytes in {} ms) to {}",
+        t.file,
+        if t.complete { "sent" } else { "cut short" },
+        t.bytes,
+        t.millis,
+        t.peer
+    );
+    store.log_event(node.node.id, "tftp", "tftp", &text).await?;
+    Ok(())
 }
 
 /// A database URL without its password, for messages.

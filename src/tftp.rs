@@ -95,11 +95,23 @@ fn has_drive_prefix(name: &str) -> bool {
     b.len() >= 2 && b[0].is_ascii_alphabetic() && b[1] == b':'
 }
 
+/// A transfer that ended, for whoever records it (node events).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferEnded {
+    pub peer: SocketAddr,
+    pub file: String,
+    pub bytes: u64,
+    /// Whether the whole file was read.
+    pub complete: bool,
+    pub millis: u64,
+}
+
 /// The request handler: generated files first, then regular files under `root`.
 pub struct BootFiles {
     root: PathBuf,
     generator: Arc<dyn Generator>,
     metrics: Arc<Metrics>,
+    reports: Option<tokio::sync::mpsc::UnboundedSender<TransferEnded>>,
 }
 
 impl BootFiles {
@@ -116,7 +128,17 @@ impl BootFiles {
             root,
             generator: Arc::new(NoGenerated),
             metrics,
+            reports: None,
         })
+    }
+
+    /// Sends a [`TransferEnded`] to `tx` when each transfer ends.
+    pub fn with_reports(
+        mut self,
+        tx: tokio::sync::mpsc::UnboundedSender<TransferEnded>,
+    ) -> BootFiles {
+        self.reports = Some(tx);
+        self
     }
 
     /// Adds a generator, asked before the root for every name.
@@ -239,6 +261,7 @@ impl BootFiles {
             bytes: 0,
             finished: false,
             started: Instant::now(),
+            reports: self.reports.clone(),
         }
     }
 }
@@ -256,6 +279,7 @@ pub struct Transfer {
     bytes: u64,
     finished: bool,
     started: Instant,
+    reports: Option<tokio::sync::mpsc::UnboundedSender<TransferEnded>>,
 }
 
 impl AsyncRead for Transfer {
@@ -289,6 +313,15 @@ impl Drop for Transfer {
             ms = self.started.elapsed().as_millis() as u64,
             "tftp transfer ended"
         );
+        if let Some(tx) = &self.reports {
+            let _ = tx.send(TransferEnded {
+                peer: self.peer,
+                file: std::mem::take(&mut self.file),
+                bytes: self.bytes,
+                complete: self.finished,
+                millis: self.started.elapsed().as_millis() as u64,
+            });
+        }
     }
 }
 
@@ -299,9 +332,13 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let files = BootFiles::new(root, metrics)
-        .map_err(|e| anyhow::anyhow!("TFTP root {} is not usable: {e}", root.display()))?;
-    serve_with(socket, files, shutdown).await
+    serve_with(socket, open_root(root, metrics)?, shutdown).await
+}
+
+/// The handler for `root`, with a clear error when it cannot serve.
+pub fn open_root(root: &Path, metrics: Arc<Metrics>) -> anyhow::Result<BootFiles> {
+    BootFiles::new(root, metrics)
+        .map_err(|e| anyhow::anyhow!("TFTP root {} is not usable: {e}", root.display()))
 }
 
 /// Serves with a prepared handler (e.g. one with a [`Generator`]).

@@ -210,13 +210,19 @@ fn fixed_address_profile(dir: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_enrolled_node_gets_its_address_and_strangers_nothing() {
-    if !ready(&["udhcpc"]) {
+    if !ready(&["udhcpc", "curl"]) {
         return;
     }
     let link = Link::new("10.77.0.1/16");
     let Some(s) = start(Backend::Sqlite, &link, |c| {
         fixed_address_profile(&c.data_dir.join("profiles"));
         c.profiles_dir = c.data_dir.join("profiles");
+        let tftp = c.data_dir.join("tftp");
+        std::fs::create_dir_all(&tftp).unwrap();
+        std::fs::write(tftp.join("undionly.kpxe"), vec![7u8; 70_000]).unwrap();
+        c.tftp.enabled = true;
+        c.tftp.listen = "0.0.0.0:69".parse().unwrap();
+        c.tftp.root = tftp;
         serve_dhcp(c, DhcpMode::Server, "rl-s", vec![subnet(false)])
     })
     .await

@@ -1,0 +1,242 @@
+//! DHCP exchanges per second: perfdhcp (Kea's benchmark) runs full 4-message
+//! exchanges (DISCOVER, OFFER, REQUEST, ACK) from 100,000 simulated clients over
+//! a veth link between two network namespaces, against racklift (leases durable
+//! in SQLite), dnsmasq, and Kea with and without lease persistence, one after
+//! the other on the same link. Prints a Markdown table.
+//!
+//!     cargo bench --bench dhcp
+//!
+//! Needs root, iproute2, perfdhcp (kea-admin), kea-dhcp4-server and dnsmasq
+//! (scripts/setup-test-env.sh installs them); without them it prints SKIP.
+//! RACKLIFT_BENCH_SECS sets each run's length (default 10).
+
+#[path = "../tests/common/netns.rs"]
+mod netns;
+#[path = "../tests/common/peers.rs"]
+mod peers;
+
+use netns::Link;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+const RANGE: (&str, &str) = ("10.77.0.10", "10.77.255.250");
+
+/// What perfdhcp measured.
+#[derive(Debug, Default)]
+struct Run {
+    rate: f64,
+    sent: u64,
+    drops_offer: u64,
+    drops_ack: u64,
+}
+
+fn parse_perfdhcp(out: &str) -> Run {
+    let mut r = Run::default();
+    let mut section = "";
+    for line in out.lines() {
+        let l = line.trim();
+        if let Some(rest) = l.strip_prefix("Rate:") {
+            r.rate = rest
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0);
+        } else if l.starts_with("***Statistics for:") {
+            section = if l.contains("DISCOVER-OFFER") {
+                "do"
+            } else {
+                "ra"
+            };
+        } else if let Some(v) = l.strip_prefix("drops:") {
+            let n = v.trim().parse().unwrap_or(0);
+            if section == "do" {
+                r.drops_offer = n;
+            } else {
+                r.drops_ack = n;
+            }
+        } else if let Some(v) = l.strip_prefix("sent packets:")
+            && section == "do"
+        {
+            r.sent = v.trim().parse().unwrap_or(0);
+        }
+    }
+    r
+}
+
+fn perfdhcp(link: &Link, rate: u32, secs: u64) -> Run {
+    let out = link
+        .cli
+        .cmd("perfdhcp")
+        .args(["-4", "-l", "rl-c", "-R", "100000"])
+        .args(["-r", &rate.to_string(), "-p", &secs.to_string()])
+        .output()
+        .expect("perfdhcp");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let r = parse_perfdhcp(&text);
+    if r.rate == 0.0 {
+        eprintln!(
+            "perfdhcp printed no rate:\n{text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    r
+}
+
+/// Waits until perfdhcp sees answers (the server is up).
+fn wait_answering(link: &Link) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while perfdhcp(link, 10, 1).rate == 0.0 {
+        assert!(Instant::now() < deadline, "server never answered");
+    }
+}
+
+fn racklift(link: &Link, dir: &Path) -> peers::Peer {
+    let cfg = dir.join("racklift.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "data_dir = \"{d}\"\nprofiles = {{ dir = \"{d}/profiles\" }}\n\
+             [http]\nlisten = \"127.0.0.1:8080\"\n\
+             [log]\nlevel = \"warn\"\n\
+             [dhcp]\nenabled = true\ninterfaces = [\"rl-s\"]\n\
+             [[dhcp.subnet]]\nnetwork = \"10.77.0.0/16\"\nranges = [\"{a}-{b}\"]\nrouter = \"10.77.0.1\"\ndiscovery = true\nlease_time = \"1h\"\n",
+            d = dir.display(),
+            a = RANGE.0,
+            b = RANGE.1,
+        ),
+    )
+    .unwrap();
+    link.srv
+        .cmd(env!("CARGO_BIN_EXE_racklift"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map(peers::Peer)
+        .expect("racklift")
+}
+
+fn dnsmasq(link: &Link, dir: &Path) -> peers::Peer {
+    link.srv
+        .cmd("dnsmasq")
+        .args([
+            "--no-daemon",
+            "--port=0",
+            "--interface=rl-s",
+            "--bind-interfaces",
+            "--no-ping",
+            "--quiet-dhcp",
+            "--no-resolv",
+            "--no-hosts",
+            "--dhcp-authoritative",
+            "--dhcp-lease-max=200000",
+        ])
+        .arg(format!("--dhcp-range={},{},1h", RANGE.0, RANGE.1))
+        .arg(format!(
+            "--dhcp-leasefile={}",
+            dir.join("dnsmasq.leases").display()
+        ))
+        .arg(format!("--pid-file={}", dir.join("dnsmasq.pid").display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map(peers::Peer)
+        .expect("dnsmasq")
+}
+
+fn kea(link: &Link, dir: &Path, persist: bool) -> peers::Peer {
+    let cfg = dir.join("kea.json");
+    let leases = dir.join("kea-leases4.csv");
+    let _ = std::fs::remove_file(&leases);
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"{{"Dhcp4": {{
+  "interfaces-config": {{"interfaces": ["rl-s"], "dhcp-socket-type": "raw"}},
+  "lease-database": {{"type": "memfile", "persist": {persist}, "name": "{leases}", "lfc-interval": 0}},
+  "valid-lifetime": 3600,
+  "subnet4": [{{"id": 1, "subnet": "10.77.0.0/16", "pools": [{{"pool": "{a} - {b}"}}],
+               "option-data": [{{"name": "routers", "data": "10.77.0.1"}}]}}],
+  "loggers": [{{"name": "kea-dhcp4", "severity": "ERROR",
+               "output-options": [{{"output": "{log}"}}]}}]
+}}}}"#,
+            leases = leases.display(),
+            a = RANGE.0,
+            b = RANGE.1,
+            log = dir.join("kea.log").display(),
+        ),
+    )
+    .unwrap();
+    link.srv
+        .cmd("kea-dhcp4")
+        .arg("-c")
+        .arg(&cfg)
+        .env("KEA_LOCKFILE_DIR", dir)
+        .env("KEA_PIDFILE_DIR", dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map(peers::Peer)
+        .expect("kea-dhcp4")
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let need = ["perfdhcp", "kea-dhcp4", "dnsmasq", "ip"];
+    let missing: Vec<&str> = need
+        .iter()
+        .copied()
+        .filter(|p| !peers::on_path(p) && !Path::new("/usr/sbin").join(p).is_file())
+        .collect();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 || !missing.is_empty() {
+        println!("SKIP: needs root and {need:?} (missing: {missing:?})");
+        return;
+    }
+    let secs: u64 = std::env::var("RACKLIFT_BENCH_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let mut rows = Vec::new();
+    type Start = fn(&Link, &Path) -> peers::Peer;
+    let servers: [(&str, Start, u32); 4] = [
+        ("racklift (SQLite, leases durable)", racklift, 20000),
+        ("Kea memfile persist=true", |l, d| kea(l, d, true), 20000),
+        ("Kea memfile persist=false", |l, d| kea(l, d, false), 20000),
+        ("dnsmasq", dnsmasq, 5000),
+    ];
+    for (name, start, rate) in servers {
+        // A fresh link and lease store per server: nobody starts warm.
+        let link = Link::new("10.77.0.1/16");
+        let dir = tempfile::tempdir().unwrap();
+        let _server = start(&link, dir.path());
+        wait_answering(&link);
+        let max = perfdhcp(&link, rate, secs);
+        // Then at 90 % of what it sustained, to look for drops below saturation.
+        let steady_rate = ((max.rate * 0.9) as u32).max(10);
+        let steady = perfdhcp(&link, steady_rate, secs);
+        eprintln!("{name}: {max:?}; at {steady_rate}/s: {steady:?}");
+        rows.push((name, rate, max, steady_rate, steady));
+    }
+    println!(
+        "| server | offered rate | 4-way exchanges/s | drops (offer/ack) | at 90 % | drops at 90 % |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (name, rate, max, steady_rate, steady) in &rows {
+        println!(
+            "| {name} | {rate}/s | {:.0} | {}/{} of {} | {steady_rate}/s: {:.0} | {}/{} of {} |",
+            max.rate,
+            max.drops_offer,
+            max.drops_ack,
+            max.sent,
+            steady.rate,
+            steady.drops_offer,
+            steady.drops_ack,
+            steady.sent
+        );
+    }
+}
