@@ -42,6 +42,8 @@ apt_install atftp curl tftpd-hpa
 apt_install udhcpc isc-dhcp-client dnsmasq-base kea-dhcp4-server kea-admin ipxe iproute2
 # A machine that really network-boots: QEMU with its iPXE option ROMs.
 apt_install qemu-system-x86 ipxe-qemu
+# The reference HTTP server of benches/http.rs (not started as a service).
+apt_install nginx-light
 
 # --- PostgreSQL ------------------------------------------------------------
 if ! command -v pg_lsclusters >/dev/null 2>&1 || [ -z "$(ls /etc/postgresql 2>/dev/null)" ]; then
