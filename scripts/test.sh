@@ -14,7 +14,7 @@ cargo clippy --locked --all-targets -- -D warnings
 echo "== fuzz (30 s per target)"
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 if cargo +nightly --version >/dev/null 2>&1; then tc=(+nightly); else tc=(); export RUSTC_BOOTSTRAP=1; fi
-for target in spec_parser; do
+for target in spec_parser dhcp_request tftp_request; do
   (cd fuzz && cargo "${tc[@]}" fuzz run "$target" -- -max_total_time=30 -rss_limit_mb=2048 2>&1 | tail -n 30)
 done
 echo "== cargo test"

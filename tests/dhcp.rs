@@ -173,6 +173,17 @@ async fn leases_options_and_boot_files(backend: Backend) {
     )
     .expect("UEFI lease");
     assert_eq!(uefi["boot_file"], "ipxe.efi", "{uefi:?}");
+    let http_boot = udhcpc(
+        &link,
+        "52:54:00:77:00:05",
+        &["-V", "HTTPClient:Arch:00016:UNDI:003001", "-x", "93:0010"],
+    )
+    .expect("UEFI HTTP boot lease");
+    assert_eq!(
+        http_boot["boot_file"],
+        format!("http://{SERVER}:8080/assets/ipxe/ipxe.efi"),
+        "{http_boot:?}"
+    );
     let ipxe = udhcpc(&link, "52:54:00:77:00:04", &["-x", "77:69505845"]).expect("iPXE lease");
     assert_eq!(
         ipxe["boot_file"],
