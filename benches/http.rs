@@ -146,9 +146,15 @@ async fn main() {
     };
     println!("| server | {CLIENTS} downloads of {mib} MiB, MiB/s (median of {ROUNDS}) | rounds |");
     println!("|---|---|---|");
-    println!("| racklift `/assets/` | {:.0} | {rl:.0?} |", med(&mut rl.clone()));
+    println!(
+        "| racklift `/assets/` | {:.0} | {rl:.0?} |",
+        med(&mut rl.clone())
+    );
     if ng.is_some() {
-        println!("| nginx (sendfile) | {:.0} | {nx:.0?} |", med(&mut nx.clone()));
+        println!(
+            "| nginx (sendfile) | {:.0} | {nx:.0?} |",
+            med(&mut nx.clone())
+        );
     }
     running.stop().await;
 }
