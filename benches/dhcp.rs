@@ -1,6 +1,7 @@
 //! DHCP exchanges per second: perfdhcp (Kea's benchmark) runs full 4-message
-//! exchanges (DISCOVER, OFFER, REQUEST, ACK) from 100,000 simulated clients over
-//! a veth link between two network namespaces, against racklift (leases durable
+//! exchanges (DISCOVER, OFFER, REQUEST, ACK) from 100,000 simulated clients,
+//! as a relay agent (giaddr set, answers sent back to it), over a veth link
+//! between two network namespaces, against racklift (leases durable
 //! in SQLite), dnsmasq, and Kea with and without lease persistence, one after
 //! the other on the same link. Prints a Markdown table.
 //!
@@ -212,6 +213,8 @@ fn main() {
     for (name, start, rate) in servers {
         // A fresh link and lease store per server: nobody starts warm.
         let link = Link::new("10.77.0.1/16");
+        // perfdhcp plays a relay agent: its address is the giaddr answers go to.
+        link.cli.ip(&["addr", "add", "10.77.0.2/16", "dev", "rl-c"]);
         let dir = tempfile::tempdir().unwrap();
         let _server = start(&link, dir.path());
         wait_answering(&link);
