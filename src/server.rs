@@ -1,6 +1,6 @@
 //! Start-up and shutdown: opens the data directory and the store, makes the first
-//! admin token, starts the conductor, the event pump, the HTTP server and, when
-//! enabled, the TFTP server.
+//! admin token, starts the conductor, the power-state sync, the event pump, the
+//! HTTP server and, when enabled, the TFTP server.
 //!
 //! The caller binds the HTTP listener and passes it in, so tests bind port 0.
 //! The TFTP socket is bound here from `tftp.listen` (tests of the TFTP server
@@ -68,6 +68,8 @@ pub async fn start(cfg: Config, listener: TcpListener) -> anyhow::Result<Running
     let (shutdown, rx) = watch::channel(false);
     let metrics = Arc::new(Metrics::default());
     let drivers = Drivers::default();
+    let profiles: crate::profiles::SharedProfiles =
+        Arc::new(std::sync::RwLock::new(Arc::new(profiles)));
     let mut tasks = Vec::new();
 
     let (head_tx, head_rx) = watch::channel(store.last_event_id().await?);
@@ -99,12 +101,23 @@ pub async fn start(cfg: Config, listener: TcpListener) -> anyhow::Result<Running
             drivers.clone(),
             cfg.conductor.clone(),
             metrics.clone(),
+            profiles.clone(),
         );
         let sd = rx.clone();
         tasks.push(tokio::spawn(async move {
             if let Err(e) = conductor.run(sd).await {
                 tracing::error!(error = %e, "conductor stopped");
             }
+        }));
+    }
+    if !cfg.conductor.power_sync_interval.is_zero() {
+        let (store, drivers, sd) = (store.clone(), drivers.clone(), rx.clone());
+        let (every, at_once) = (
+            cfg.conductor.power_sync_interval,
+            cfg.conductor.power_sync_concurrency,
+        );
+        tasks.push(tokio::spawn(async move {
+            crate::power_sync::run(store, drivers, every, at_once, sd).await;
         }));
     }
     if cfg.tftp.enabled {

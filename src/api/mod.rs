@@ -46,7 +46,7 @@ pub struct AppState {
     /// Each node's JSON at a generation; exact, since every change bumps it.
     pub(crate) node_json: Arc<Mutex<NodeJsonCache>>,
     /// The profile set in force (replaced whole by a successful reload).
-    pub profiles: Arc<std::sync::RwLock<Arc<Vec<crate::profiles::Profile>>>>,
+    pub profiles: crate::profiles::SharedProfiles,
 }
 
 impl AppState {
@@ -56,7 +56,7 @@ impl AppState {
         metrics: Arc<Metrics>,
         drivers: Drivers,
         events_head: watch::Receiver<i64>,
-        profiles: Vec<crate::profiles::Profile>,
+        profiles: crate::profiles::SharedProfiles,
     ) -> Self {
         AppState {
             store,
@@ -66,7 +66,7 @@ impl AppState {
             events_head,
             token_cache: Arc::default(),
             node_json: Arc::default(),
-            profiles: Arc::new(std::sync::RwLock::new(Arc::new(profiles))),
+            profiles,
         }
     }
 
