@@ -6,6 +6,7 @@
 //! malformed bodies are refused before anything is written.
 
 mod agent;
+mod bmc;
 mod error;
 mod events;
 mod nodes;
@@ -155,6 +156,21 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/nodes/{id}/events", get(events::node_events))
         .route("/v1/nodes/{id}/inventory", get(nodes::inventory))
         .route("/v1/nodes/{id}/steps", get(nodes::steps))
+        .route(
+            "/v1/nodes/{id}/power",
+            get(bmc::power_status).post(bmc::power),
+        )
+        .route("/v1/nodes/{id}/boot-device", post(bmc::boot_device))
+        .route("/v1/nodes/{id}/bios", get(bmc::bios).patch(bmc::set_bios))
+        .route(
+            "/v1/nodes/{id}/raid",
+            get(bmc::raid).post(bmc::create_volume),
+        )
+        .route(
+            "/v1/nodes/{id}/raid/{volume}",
+            axum::routing::delete(bmc::delete_volume),
+        )
+        .route("/v1/nodes/{id}/bmc-inventory", get(bmc::inventory))
         .route("/v1/nodes/{id}/facts", get(profiles::facts))
         .route("/v1/nodes/{id}/matches", get(profiles::matches))
         .route("/v1/profiles", get(profiles::list))

@@ -230,7 +230,28 @@ impl RedfishDriver {
         body: Option<&Value>,
         if_match: Option<&str>,
     ) -> Result<Answer, BmcError> {
-        let deadline = Instant::now() + self.settings.retry_deadline;
+        self.send_within(
+            auth,
+            method,
+            path,
+            body,
+            if_match,
+            self.settings.retry_deadline,
+        )
+        .await
+    }
+
+    /// [`Self::send`], retrying for at most `retry_for` (zero: one try).
+    async fn send_within(
+        &self,
+        auth: &Auth,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        if_match: Option<&str>,
+        retry_for: Duration,
+    ) -> Result<Answer, BmcError> {
+        let deadline = Instant::now() + retry_for;
         let idempotent = method != Method::POST;
         let what = format!("{method} {path}");
         let mut tries = 0u32;
@@ -564,7 +585,7 @@ impl RedfishDriver {
         }
     }
 
-    /// Every storage controller of the system: (path, resource).
+    /// Every storage controller of the system.
     async fn storages(&self, conn: &Conn<'_>, sys: &Value) -> Result<Vec<Value>, BmcError> {
         let Some(coll) = odata_id(&sys["Storage"]) else {
             return Ok(Vec::new());
@@ -1111,7 +1132,34 @@ impl BmcDriver for RedfishDriver {
                     });
                 }
             }
-            for st in self.storages(c, &sys).await? {
+            // Storage is optional here: a BMC that cannot list it (at once)
+            // still gives the rest of the inventory.
+            let storages = match odata_id(&sys["Storage"]) {
+                Some(coll) => {
+                    let a = self
+                        .send_within(&c.auth, Method::GET, &coll, None, None, Duration::ZERO)
+                        .await;
+                    match a {
+                        Ok(a) if a.status.is_success() => {
+                            let mut out = Vec::new();
+                            for m in members(&a.body) {
+                                out.push(self.get(&c.auth, &m).await?.body);
+                            }
+                            out
+                        }
+                        Ok(a) => {
+                            tracing::debug!(bmc = %self.label, status = a.status.as_u16(), "no storage inventory");
+                            Vec::new()
+                        }
+                        Err(e) => {
+                            tracing::debug!(bmc = %self.label, error = %e, "no storage inventory");
+                            Vec::new()
+                        }
+                    }
+                }
+                None => Vec::new(),
+            };
+            for st in storages {
                 let drives: Vec<String> = st["Drives"]
                     .as_array()
                     .map(|d| d.iter().filter_map(odata_id).collect())
