@@ -7,7 +7,10 @@
 # OpenIPMI's `ipmi_sim` with `ipmitool` (the IPMI driver's tests and benchmark
 # start their own simulated BMCs on loopback; nothing runs as a service); and
 # the TFTP peers of tests/tftp.rs and benches/tftp.rs (atftp, curl, tftpd-hpa;
-# the tftpd-hpa service is not started: the bench runs in.tftpd itself).
+# the tftpd-hpa service is not started: the bench runs in.tftpd itself); and
+# sushy-tools from PyPI in the virtualenv /opt/racklift-peers (its
+# `sushy-emulator --fake` is the Redfish BMC of tests/redfish.rs, started by
+# each test on a port of its own).
 set -euo pipefail
 
 log() { printf 'setup: %s\n' "$*" >&2; }
@@ -32,6 +35,17 @@ apt_install openipmi ipmitool
 
 # --- TFTP clients and the peer server ---------------------------------------
 apt_install atftp curl tftpd-hpa
+
+# --- Redfish: sushy-tools' emulator in a virtualenv ---------------------------
+peers=/opt/racklift-peers
+sushy_version=2.2.0
+apt_install python3-venv
+if ! "$peers/bin/sushy-emulator" --help >/dev/null 2>&1 ||
+  [ "$("$peers/bin/pip" show sushy-tools 2>/dev/null | sed -n 's/^Version: //p')" != "$sushy_version" ]; then
+  log "installing sushy-tools $sushy_version into $peers"
+  /usr/bin/python3 -m venv "$peers"
+  "$peers/bin/pip" install -q --disable-pip-version-check "sushy-tools==$sushy_version"
+fi
 
 # --- PostgreSQL ------------------------------------------------------------
 if ! command -v pg_lsclusters >/dev/null 2>&1 || [ -z "$(ls /etc/postgresql 2>/dev/null)" ]; then

@@ -251,6 +251,33 @@ async fn commands_succeed_when_the_bmc_is_intermittently_unavailable() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_etag_is_read_again_and_the_change_sent_once_more() {
+    let srv = RedfishServer::start(Options::default()).await;
+    let d = drivers();
+    let bmc = server_driver(&d, &srv);
+    srv.machine().etag_conflicts = 1;
+    bmc.set_boot_device(BootDevice::Cd, true).await.unwrap();
+    {
+        let m = srv.machine();
+        assert_eq!(
+            (m.boot_target.as_str(), m.boot_enabled.as_str()),
+            ("Cd", "Continuous")
+        );
+        let patches: Vec<&String> = m.log.iter().filter(|l| l.starts_with("PATCH")).collect();
+        assert_eq!(patches.len(), 2, "{patches:?}");
+        assert_ne!(patches[0], patches[1], "the second carried the new ETag");
+    }
+    // A resource that keeps changing: the BMC's refusal comes back.
+    srv.machine().etag_conflicts = 2;
+    let e = bmc
+        .set_boot_device(BootDevice::Pxe, false)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, BmcError::Refused { .. }), "{e:?}");
+    assert!(e.to_string().contains("412"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn self_signed_certificates_need_the_per_node_opt_out() {
     let tls = redfish_server::self_signed();
     let srv = RedfishServer::start(Options {
@@ -586,16 +613,7 @@ on_both_backends!(power_changes_outside_racklift_are_recorded, |c| {
 async fn cleaning_applies_and_verifies_the_profiles_bios_and_raid(s: &TestServer) {
     let srv = RedfishServer::start(Options::default()).await;
     managed_node(s, "rf-clean", "52:54:00:31:00:03", &srv).await;
-    let (st, v) = s
-        .req(
-            reqwest::Method::PATCH,
-            "/v1/nodes/rf-clean",
-            Some(json!({"profile": "bios-raid"})),
-        )
-        .await;
-    assert_eq!(st, 200, "{v}");
-    let (st, v) = s.act("rf-clean", "provide").await;
-    assert_eq!(st, 202, "{v}");
+    provide_with_profile(s, "rf-clean").await;
     let token = agent_token(s, "rf-clean", "52:54:00:31:00:03").await;
     {
         let m = srv.machine();
@@ -634,16 +652,7 @@ async fn cleaning_fails_clearly_when_the_driver_has_no_bios(s: &TestServer) {
     let (st, v) = s.act("no-bios", "manage").await;
     assert_eq!(st, 202, "{v}");
     wait_state(s, "no-bios", "manageable").await;
-    let (st, v) = s
-        .req(
-            reqwest::Method::PATCH,
-            "/v1/nodes/no-bios",
-            Some(json!({"profile": "bios-raid"})),
-        )
-        .await;
-    assert_eq!(st, 200, "{v}");
-    let (st, v) = s.act("no-bios", "provide").await;
-    assert_eq!(st, 202, "{v}");
+    provide_with_profile(s, "no-bios").await;
     let n = wait_state(s, "no-bios", "clean_failed").await;
     assert_eq!(
         n["last_error"],
@@ -653,6 +662,20 @@ async fn cleaning_fails_clearly_when_the_driver_has_no_bios(s: &TestServer) {
 on_both_backends!(cleaning_fails_clearly_when_the_driver_has_no_bios, |c| {
     write_profile(&c.profiles_dir);
 });
+
+/// Gives the node the `bios-raid` profile and starts cleaning it.
+async fn provide_with_profile(s: &TestServer, node: &str) {
+    let (st, v) = s
+        .req(
+            reqwest::Method::PATCH,
+            &format!("/v1/nodes/{node}"),
+            Some(json!({"profile": "bios-raid"})),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let (st, v) = s.act(node, "provide").await;
+    assert_eq!(st, 202, "{v}");
+}
 
 fn write_profile(dir: &std::path::Path) {
     std::fs::create_dir_all(dir).unwrap();
@@ -671,4 +694,91 @@ disks = 2
 "#,
     )
     .unwrap();
+}
+
+/// Runs the `racklift` CLI against the test server.
+fn cli(s: &TestServer, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_racklift"))
+        .args(["node", "--url", &s.url, "--token", &s.token])
+        .args(args)
+        .output()
+        .expect("racklift runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_drives_a_nodes_bmc() {
+    let Some(s) = TestServer::start(common::Backend::Sqlite, |_| {}).await else {
+        return;
+    };
+    let srv = RedfishServer::start(Options::default()).await;
+    managed_node(&s, "rf-cli", "52:54:00:31:00:05", &srv).await;
+
+    let (ok, out) = cli(&s, &["power", "status", "rf-cli"]);
+    assert!(ok && out.trim() == "rf-cli: power off", "{out}");
+    let (ok, out) = cli(&s, &["power", "on", "rf-cli"]);
+    assert!(ok && out.trim() == "rf-cli: power on", "{out}");
+    assert_eq!(srv.machine().power, "On");
+    let (ok, out) = cli(&s, &["power", "sideways", "rf-cli"]);
+    assert!(
+        !ok && out.contains("400 Bad Request invalid_field"),
+        "{out}"
+    );
+
+    let (ok, out) = cli(
+        &s,
+        &["boot-device", "rf-cli", "pxe", "--persistent", "--legacy"],
+    );
+    assert!(ok, "{out}");
+    {
+        let m = srv.machine();
+        assert_eq!(
+            (
+                m.boot_target.as_str(),
+                m.boot_enabled.as_str(),
+                m.boot_mode.as_str()
+            ),
+            ("Pxe", "Continuous", "Legacy")
+        );
+    }
+
+    let (ok, out) = cli(&s, &["bios", "set", "rf-cli", "ProcVirtualization=Enabled"]);
+    assert!(ok, "{out}");
+    let (ok, out) = cli(&s, &["bios", "show", "rf-cli"]);
+    assert!(ok, "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("ProcVirtualization"))
+        .unwrap_or_default();
+    assert_eq!(
+        line.split_whitespace().collect::<Vec<_>>(),
+        ["ProcVirtualization", "Disabled", "Enabled"],
+        "{out}"
+    );
+    let (ok, out) = cli(&s, &["bios", "set", "rf-cli", "NoEquals"]);
+    assert!(!ok && out.contains("is not NAME=VALUE"), "{out}");
+
+    let (ok, out) = cli(
+        &s,
+        &[
+            "raid", "create", "rf-cli", "--level", "1", "--disk", "Disk.0", "--disk", "Disk.1",
+        ],
+    );
+    assert!(
+        ok && out.contains("RAID1") && out.contains("Disk.0,Disk.1"),
+        "{out}"
+    );
+    let (ok, out) = cli(&s, &["--json", "raid", "show", "rf-cli"]);
+    let vols: Value = serde_json::from_str(&out).unwrap_or_else(|_| panic!("{out}"));
+    assert!(ok && vols.as_array().map(Vec::len) == Some(1), "{out}");
+    let id = vols[0]["id"].as_str().unwrap();
+    let (ok, out) = cli(&s, &["raid", "delete", "rf-cli", id]);
+    assert!(ok, "{out}");
+    assert!(srv.machine().volumes.is_empty());
+    s.finish().await;
 }

@@ -154,11 +154,7 @@ impl BmcDriver for FakeDriver {
     }
 
     async fn set_boot(&self, boot: BootOverride) -> Result<(), BmcError> {
-        let BootOverride {
-            device,
-            persistent,
-            mode,
-        } = boot;
+        let (device, persistent, mode) = (boot.device, boot.persistent, boot.mode);
         self.with(|m| {
             m.boot = Some((device, persistent));
             let how = if persistent { "persistent" } else { "once" };

@@ -269,11 +269,7 @@ impl BmcDriver for IpmiDriver {
     }
 
     async fn set_boot(&self, boot: BootOverride) -> Result<(), BmcError> {
-        let BootOverride {
-            device,
-            persistent,
-            mode,
-        } = boot;
+        let (device, persistent, mode) = (boot.device, boot.persistent, boot.mode);
         let device = match device {
             BootDevice::Pxe => BootSelector::Pxe,
             BootDevice::Disk => BootSelector::Disk,

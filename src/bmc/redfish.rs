@@ -372,30 +372,19 @@ impl RedfishDriver {
         current: &Answer,
         body: &Value,
     ) -> Result<Answer, BmcError> {
-        let a = self
-            .send(
-                auth,
-                Method::PATCH,
-                path,
-                Some(body),
-                current.etag().as_deref(),
-            )
-            .await?;
-        if a.status != StatusCode::PRECONDITION_FAILED {
-            return self.success(Method::PATCH, path, a);
+        let mut tag = current.etag();
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let a = self
+                .send(auth, Method::PATCH, path, Some(body), tag.as_deref())
+                .await?;
+            if a.status != StatusCode::PRECONDITION_FAILED || tries == 2 {
+                return self.success(Method::PATCH, path, a);
+            }
+            tracing::debug!(bmc = %self.label, path, "ETag changed meanwhile; reading again");
+            tag = self.get(auth, path).await?.etag();
         }
-        tracing::debug!(bmc = %self.label, path, "ETag changed meanwhile; reading again");
-        let fresh = self.get(auth, path).await?;
-        let a = self
-            .send(
-                auth,
-                Method::PATCH,
-                path,
-                Some(body),
-                fresh.etag().as_deref(),
-            )
-            .await?;
-        self.success(Method::PATCH, path, a)
     }
 
     fn success(&self, method: Method, path: &str, a: Answer) -> Result<Answer, BmcError> {
@@ -435,7 +424,7 @@ impl RedfishDriver {
                             .map(|l| self.relative(&l));
                         Auth::Token(token, location)
                     }
-                    400 | 403 => return Err(self.auth()),
+                    403 => return Err(self.auth()),
                     // The service lists sessions but does not make them here.
                     404 | 405 | 501 => Auth::Basic,
                     _ => {

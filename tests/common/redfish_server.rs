@@ -77,6 +77,9 @@ pub struct Machine {
     requests: u64,
     /// Requests answered 503 on purpose.
     pub unavailable: u64,
+    /// How many of the next `PATCH`es with `If-Match` get 412 (as if the
+    /// resource had changed meanwhile).
+    pub etag_conflicts: u32,
 }
 
 impl Machine {
@@ -105,6 +108,7 @@ impl Machine {
             log: Vec::new(),
             requests: 0,
             unavailable: 0,
+            etag_conflicts: 0,
         }
     }
 
@@ -481,9 +485,14 @@ async fn system(State(s): State<Shared>) -> Response {
 }
 
 /// Checks `If-Match` against the current ETag: `Some(412)` when stale.
-fn stale(m: &Machine, h: &HeaderMap) -> Option<Response> {
+fn stale(m: &mut Machine, h: &HeaderMap) -> Option<Response> {
     let given = h.get(header::IF_MATCH)?.to_str().ok()?;
-    (given != etag(m) && given != "*").then(|| {
+    let conflict = m.etag_conflicts > 0;
+    if conflict {
+        m.etag_conflicts -= 1;
+        m.etag += 1;
+    }
+    (conflict || (given != etag(m) && given != "*")).then(|| {
         error(
             StatusCode::PRECONDITION_FAILED,
             "Base.1.8.PreconditionFailed",
@@ -498,7 +507,7 @@ async fn patch_system(
     body: axum::Json<Value>,
 ) -> Response {
     let mut m = s.m.lock().unwrap();
-    if let Some(r) = stale(&m, &headers) {
+    if let Some(r) = stale(&mut m, &headers) {
         return r;
     }
     let b = &body["Boot"];
