@@ -2,9 +2,13 @@
 //! override, a node walked through manage, inspect and provide) and against
 //! the DMTF-schema service of `common/redfish_server.rs` (BIOS settings
 //! objects, volumes through task monitors, sessions, 503s, TLS, wrong
-//! passwords), and the node BMC endpoints and power sync over the API.
+//! passwords), and the node BMC endpoints, the CLI, power sync and cleaning
+//! with a profile's BIOS and RAID settings (and its refusal by IPMI, against
+//! `ipmi_sim`) over the API.
 
 mod common;
+#[path = "common/ipmi_sim.rs"]
+mod ipmi_sim;
 #[path = "common/redfish_server.rs"]
 mod redfish_server;
 #[path = "common/sushy.rs"]
@@ -644,19 +648,47 @@ on_both_backends!(
     }
 );
 
+/// Cleaning a node whose driver has no BIOS settings, with a profile that has
+/// some: the node fails cleaning with `expected`.
+async fn cleaning_fails_for(s: &TestServer, name: &str, mac: &str, bmc: Value, expected: &str) {
+    s.create(json!({"name": name, "boot_mac": mac, "bmc": bmc}))
+        .await;
+    let (st, v) = s.act(name, "manage").await;
+    assert_eq!(st, 202, "{v}");
+    wait_state(s, name, "manageable").await;
+    provide_with_profile(s, name).await;
+    let n = wait_state(s, name, "clean_failed").await;
+    assert_eq!(n["last_error"], expected);
+}
+
 async fn cleaning_fails_clearly_when_the_driver_has_no_bios(s: &TestServer) {
-    s.create(
-        json!({"name": "no-bios", "boot_mac": "52:54:00:31:00:04", "bmc": {"driver": "none"}}),
+    cleaning_fails_for(
+        s,
+        "no-bios",
+        "52:54:00:31:00:04",
+        json!({"driver": "none"}),
+        "clean failed: profile 'bios-raid' has BIOS settings, but BIOS settings are not supported without a BMC (driver 'none')",
     )
     .await;
-    let (st, v) = s.act("no-bios", "manage").await;
-    assert_eq!(st, 202, "{v}");
-    wait_state(s, "no-bios", "manageable").await;
-    provide_with_profile(s, "no-bios").await;
-    let n = wait_state(s, "no-bios", "clean_failed").await;
-    assert_eq!(
-        n["last_error"],
-        "clean failed: profile 'bios-raid' has BIOS settings, but BIOS settings are not supported without a BMC (driver 'none')"
+    let Some(sim) = tokio::task::spawn_blocking(ipmi_sim::IpmiSim::start)
+        .await
+        .expect("starting ipmi_sim")
+    else {
+        return;
+    };
+    cleaning_fails_for(
+        s,
+        "ipmi-bios",
+        "52:54:00:31:00:06",
+        json!({"driver": "ipmi", "address": "127.0.0.1", "port": sim.port,
+               "username": ipmi_sim::USER, "password": ipmi_sim::PASSWORD}),
+        "clean failed: profile 'bios-raid' has BIOS settings, but BIOS settings are not supported by IPMI; use the redfish driver for this machine",
+    )
+    .await;
+    assert!(
+        sim.log().is_empty(),
+        "the machine was not touched: {:?}",
+        sim.log()
     );
 }
 on_both_backends!(cleaning_fails_clearly_when_the_driver_has_no_bios, |c| {

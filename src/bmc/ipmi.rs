@@ -650,4 +650,29 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, BmcError::Unsupported(_)), "{e}");
     }
+
+    #[tokio::test]
+    async fn bios_and_raid_are_refused_as_not_supported_by_ipmi() {
+        let d = IpmiDriver::new(
+            &target("admin", "x"),
+            IpmiSettings::default(),
+            Arc::new(tokio::sync::Mutex::new(())),
+        )
+        .unwrap();
+        let e = d.set_bios(&Map::new()).await.unwrap_err();
+        assert_eq!(
+            e,
+            BmcError::Unsupported(
+                "BIOS settings are not supported by IPMI; use the redfish driver for this machine"
+                    .into()
+            )
+        );
+        let e = d.create_volume(&VolumeSpec::default()).await.unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("RAID volumes are not supported by IPMI"),
+            "{e}"
+        );
+        assert!(matches!(d.inventory().await, Err(BmcError::Unsupported(_))));
+    }
 }
