@@ -80,6 +80,9 @@ pub struct Machine {
     /// How many of the next `PATCH`es with `If-Match` get 412 (as if the
     /// resource had changed meanwhile).
     pub etag_conflicts: u32,
+    in_flight: u32,
+    /// The most requests that were being answered at once.
+    pub max_in_flight: u32,
 }
 
 impl Machine {
@@ -109,6 +112,8 @@ impl Machine {
             requests: 0,
             unavailable: 0,
             etag_conflicts: 0,
+            in_flight: 0,
+            max_in_flight: 0,
         }
     }
 
@@ -299,7 +304,16 @@ async fn gate(State(s): State<Shared>, req: Request, next: Next) -> Response {
             "There is no valid session established with the implementation.",
         );
     }
-    next.run(req).await
+    {
+        let mut m = s.m.lock().unwrap();
+        m.in_flight += 1;
+        m.max_in_flight = m.max_in_flight.max(m.in_flight);
+    }
+    // Answer a little later, so that overlapping requests would be seen.
+    tokio::task::yield_now().await;
+    let resp = next.run(req).await;
+    s.m.lock().unwrap().in_flight -= 1;
+    resp
 }
 
 fn authorised(s: &Shared, h: &HeaderMap) -> bool {
