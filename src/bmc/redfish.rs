@@ -348,15 +348,7 @@ impl RedfishDriver {
         let a = self
             .send(auth, method.clone(), path, body, if_match)
             .await?;
-        if a.status.is_success() {
-            Ok(a)
-        } else {
-            Err(self.refused(format!(
-                "{method} {path}: {} {}",
-                a.status.as_u16(),
-                a.message()
-            )))
-        }
+        self.success(method, path, a)
     }
 
     async fn get(&self, auth: &Auth, path: &str) -> Result<Answer, BmcError> {
