@@ -255,6 +255,62 @@ async fn commands_succeed_when_the_bmc_is_intermittently_unavailable() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn power_actions_use_the_reset_types_the_bmc_offers() {
+    let srv = RedfishServer::start(Options::default()).await;
+    let d = drivers();
+    let bmc = server_driver(&d, &srv);
+    for a in [
+        PowerAction::On,
+        PowerAction::On,
+        PowerAction::Reset,
+        PowerAction::Cycle,
+        PowerAction::SoftOff,
+        PowerAction::Off,
+        PowerAction::Reset,
+    ] {
+        bmc.power(a).await.unwrap();
+    }
+    // No PowerCycle offered: a cycle is off then on. Already on or off: nothing
+    // sent. A reset of a machine that is off powers it on.
+    assert_eq!(
+        srv.machine().resets,
+        [
+            "On",
+            "ForceRestart",
+            "ForceOff",
+            "On",
+            "GracefulShutdown",
+            "On"
+        ]
+    );
+    assert_eq!(bmc.power_state().await, Ok(PowerState::On));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_bmc_is_transient_after_the_retry_deadline() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let mut d = drivers();
+    d.redfish.retry_deadline = Duration::from_millis(500);
+    let bmc = d
+        .driver_for(&target("http://127.0.0.1".into(), port, "u", "p", true))
+        .unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(60), bmc.power_state())
+        .await
+        .expect("the driver gives up on its own")
+        .unwrap_err();
+    assert!(e.is_transient(), "{e:?}");
+    assert!(
+        e.to_string().starts_with(&format!(
+            "BMC at 127.0.0.1:{port} did not answer: GET /redfish/v1/"
+        )),
+        "{e}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_commands_to_one_bmc_are_serialised() {
     let srv = RedfishServer::start(Options::default()).await;
     let d = drivers();

@@ -18,8 +18,9 @@
 //! What the commands do:
 //! - power: `ComputerSystem.Reset` with a `ResetType` the BMC lists in
 //!   `ResetType@Redfish.AllowableValues` (hard off `ForceOff`, soft off
-//!   `GracefulShutdown`, reset `ForceRestart`, cycle `PowerCycle` or else off
-//!   then on), then polling `PowerState` until the change shows
+//!   `GracefulShutdown`, reset `ForceRestart` (else as a cycle), cycle
+//!   `PowerCycle` or else `ForceOff` then `On`), then polling `PowerState`
+//!   until the change shows
 //!   ([`RedfishSettings::power_wait`]);
 //! - boot device: `PATCH` of `Boot` (`BootSourceOverrideTarget`, `...Enabled`
 //!   `Once`/`Continuous`, `...Mode` `UEFI`/`Legacy`);
@@ -850,7 +851,8 @@ impl BmcDriver for RedfishDriver {
                     let order: &[&'static str] = if action == PowerAction::Reset {
                         &["ForceRestart", "PowerCycle"]
                     } else {
-                        &["PowerCycle", "ForceRestart"]
+                        // A cycle removes power: PowerCycle, else off then on.
+                        &["PowerCycle"]
                     };
                     if now == PowerState::On
                         && let Some(k) = pick(order)

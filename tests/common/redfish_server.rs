@@ -83,6 +83,8 @@ pub struct Machine {
     in_flight: u32,
     /// The most requests that were being answered at once.
     pub max_in_flight: u32,
+    /// The `ResetType` of every reset, in order.
+    pub resets: Vec<String>,
 }
 
 impl Machine {
@@ -114,6 +116,7 @@ impl Machine {
             etag_conflicts: 0,
             in_flight: 0,
             max_in_flight: 0,
+            resets: Vec::new(),
         }
     }
 
@@ -549,7 +552,9 @@ async fn patch_system(
 
 async fn reset(State(s): State<Shared>, body: axum::Json<Value>) -> Response {
     let mut m = s.m.lock().unwrap();
-    match body["ResetType"].as_str().unwrap_or_default() {
+    let kind = body["ResetType"].as_str().unwrap_or_default();
+    m.resets.push(kind.to_string());
+    match kind {
         "On" | "ForceOn" if m.power == "Off" => m.boot(),
         "On" | "ForceOn" => {}
         "ForceOff" | "GracefulShutdown" => {
