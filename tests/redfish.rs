@@ -613,6 +613,14 @@ async fn bmc_endpoints(s: &TestServer) {
         )
         .await;
     assert_eq!(st, 204, "{v}");
+    let (st, v) = s
+        .req(reqwest::Method::DELETE, "/v1/nodes/rf-api/raid/99", None)
+        .await;
+    assert_eq!(
+        (st, &v["error"]["code"]),
+        (502, &json!("bmc_refused")),
+        "{v}"
+    );
     let (_, v) = s.get("/v1/nodes/rf-api/bmc-inventory").await;
     assert_eq!(v["disks"].as_array().map(Vec::len), Some(4), "{v}");
 
@@ -623,9 +631,13 @@ async fn bmc_endpoints(s: &TestServer) {
         .filter(|e| e["kind"] == "bmc")
         .filter_map(|e| e["reason"].as_str())
         .collect();
-    assert_eq!(bmc.len(), 5, "{bmc:?}");
+    assert_eq!(bmc.len(), 6, "{bmc:?}");
     assert!(
         bmc[0] == "power on" && bmc[4].contains("deleted"),
+        "{bmc:?}"
+    );
+    assert!(
+        bmc[5].starts_with("deleting RAID volume '99' failed: BMC at 127.0.0.1"),
         "{bmc:?}"
     );
 

@@ -4,8 +4,8 @@
 //! Reads need any token; changes need an admin token (as every non-GET
 //! request) and are refused with `409 power_owned` while racklift itself
 //! drives the machine (a node in a step: verifying, inspecting, cleaning,
-//! deploying, configuring). Every change is recorded as a node event (kind
-//! `bmc`). BMC failures map to stable codes: `bmc_unreachable` (502, worth
+//! deploying, configuring). Every change, done or failed, is recorded as a
+//! node event (kind `bmc`). BMC failures map to stable codes: `bmc_unreachable` (502, worth
 //! retrying), `bmc_auth` (502), `bmc_refused` (502, the BMC's own message),
 //! `bmc_unsupported` (422).
 
@@ -64,14 +64,28 @@ async fn node_driver(
     Ok((rec, d))
 }
 
-async fn record(app: &AppState, rec: &NodeRecord, headers: &HeaderMap, text: &str) {
+/// Records what a change came to as a node event: `done(result)`, or
+/// "`asked` failed: why"; passes the result on.
+async fn record<T>(
+    app: &AppState,
+    rec: &NodeRecord,
+    headers: &HeaderMap,
+    asked: &str,
+    r: Result<T, BmcError>,
+    done: impl FnOnce(&T) -> String,
+) -> Result<T, ApiError> {
+    let text = match &r {
+        Ok(v) => done(v),
+        Err(e) => format!("{asked} failed: {e}"),
+    };
     if let Err(e) = app
         .store
-        .log_event(rec.node.id, "bmc", &actor(headers), text)
+        .log_event(rec.node.id, "bmc", &actor(headers), &text)
         .await
     {
         tracing::warn!(error = %e, "recording an event failed");
     }
+    Ok(r?)
 }
 
 /// A power state as the API shows it.
@@ -122,8 +136,9 @@ pub(super) async fn power(
         .parse()
         .map_err(|e: String| ApiError::bad_request("invalid_field", format!("action: {e}")))?;
     let (rec, d) = node_driver(&app, &id, true).await?;
-    d.power(action).await?;
-    record(&app, &rec, &headers, &format!("power {}", body.action)).await;
+    let asked = format!("power {}", body.action);
+    let r = d.power(action).await;
+    record(&app, &rec, &headers, &asked, r, |_| asked.clone()).await?;
     let p = d.power_state().await?;
     if p != crate::bmc::PowerState::Unknown {
         app.store
@@ -169,13 +184,7 @@ pub(super) async fn boot_device(
         }
     };
     let (rec, d) = node_driver(&app, &id, true).await?;
-    d.set_boot(BootOverride {
-        device: body.device,
-        persistent: body.persistent,
-        mode,
-    })
-    .await?;
-    let text = format!(
+    let asked = format!(
         "boot device {} ({}{})",
         serde_json::to_value(body.device)
             .ok()
@@ -188,7 +197,14 @@ pub(super) async fn boot_device(
         },
         body.mode.map(|m| format!(", {m}")).unwrap_or_default()
     );
-    record(&app, &rec, &headers, &text).await;
+    let r = d
+        .set_boot(BootOverride {
+            device: body.device,
+            persistent: body.persistent,
+            mode,
+        })
+        .await;
+    record(&app, &rec, &headers, &asked, r, |_| asked.clone()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -228,17 +244,17 @@ pub(super) async fn set_bios(
         ));
     }
     let (rec, d) = node_driver(&app, &id, true).await?;
-    d.set_bios(&body.attributes).await?;
+    let attrs = Value::Object(body.attributes.clone());
+    let r = d.set_bios(&body.attributes).await;
     record(
         &app,
         &rec,
         &headers,
-        &format!(
-            "BIOS settings set, applied at the next boot: {}",
-            Value::Object(body.attributes)
-        ),
+        &format!("BIOS settings {attrs}"),
+        r,
+        |_| format!("BIOS settings set, applied at the next boot: {attrs}"),
     )
-    .await;
+    .await?;
     Ok((StatusCode::ACCEPTED, Json(d.bios().await?)))
 }
 
@@ -273,19 +289,17 @@ pub(super) async fn create_volume(
     spec.check()
         .map_err(|e| ApiError::bad_request("invalid_field", e.to_string()))?;
     let (rec, d) = node_driver(&app, &id, true).await?;
-    let v = d.create_volume(&spec).await?;
-    record(
-        &app,
-        &rec,
-        &headers,
-        &format!(
+    let r = d.create_volume(&spec).await;
+    let asked = format!("RAID volume {} on {}", spec.level, spec.drives.join(", "));
+    let v = record(&app, &rec, &headers, &asked, r, |v| {
+        format!(
             "RAID volume '{}' created: {} on {}",
             v.id,
             v.level.as_deref().unwrap_or("?"),
             v.drives.join(", ")
-        ),
-    )
-    .await;
+        )
+    })
+    .await?;
     Ok((StatusCode::CREATED, Json(v)))
 }
 
@@ -298,14 +312,16 @@ pub(super) async fn delete_volume(
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     let (rec, d) = node_driver(&app, &id, true).await?;
-    d.delete_volume(&volume).await?;
+    let r = d.delete_volume(&volume).await;
     record(
         &app,
         &rec,
         &headers,
-        &format!("RAID volume '{volume}' deleted"),
+        &format!("deleting RAID volume '{volume}'"),
+        r,
+        |_| format!("RAID volume '{volume}' deleted"),
     )
-    .await;
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
