@@ -742,6 +742,37 @@ on_both_backends!(
 
 /// Cleaning a node whose driver has no BIOS settings, with a profile that has
 /// some: the node fails cleaning with `expected`.
+async fn cleaning_fails_when_the_bios_settings_are_not_in_force_after_the_boot(s: &TestServer) {
+    let srv = RedfishServer::start(Options::default()).await;
+    managed_node(s, "rf-unset", "52:54:00:31:00:07", &srv).await;
+    provide_with_profile(s, "rf-unset").await;
+    let token = agent_token(s, "rf-unset", "52:54:00:31:00:07").await;
+    // Someone (or the firmware) puts the setting back before racklift checks.
+    srv.machine()
+        .bios
+        .insert("ProcVirtualization".into(), "Disabled".into());
+    let (st, v) = s
+        .agent(&token, "/v1/agent/status", json!({"ok": true}))
+        .await;
+    assert_eq!(st, 202, "{v}");
+    let n = wait_state(s, "rf-unset", "clean_failed").await;
+    assert_eq!(
+        n["last_error"],
+        "the BIOS settings of profile 'bios-raid' are not in force after the reboot: ProcVirtualization: wanted Enabled, current Disabled"
+    );
+    assert_eq!(
+        srv.machine().power,
+        "Off",
+        "powered off as after any cleaning"
+    );
+}
+on_both_backends!(
+    cleaning_fails_when_the_bios_settings_are_not_in_force_after_the_boot,
+    |c| {
+        write_profile(&c.profiles_dir);
+    }
+);
+
 async fn cleaning_fails_for(s: &TestServer, name: &str, mac: &str, bmc: Value, expected: &str) {
     s.create(json!({"name": name, "boot_mac": mac, "bmc": bmc}))
         .await;
