@@ -641,6 +641,25 @@ async fn bmc_endpoints(s: &TestServer) {
         "{bmc:?}"
     );
 
+    // All of it is in the OpenAPI document.
+    let (_, doc) = s.get("/v1/openapi.json").await;
+    for (path, method) in [
+        ("/v1/nodes/{id}/power", "get"),
+        ("/v1/nodes/{id}/power", "post"),
+        ("/v1/nodes/{id}/boot-device", "post"),
+        ("/v1/nodes/{id}/bios", "get"),
+        ("/v1/nodes/{id}/bios", "patch"),
+        ("/v1/nodes/{id}/raid", "get"),
+        ("/v1/nodes/{id}/raid", "post"),
+        ("/v1/nodes/{id}/raid/{volume}", "delete"),
+        ("/v1/nodes/{id}/bmc-inventory", "get"),
+    ] {
+        assert!(
+            doc["paths"][path][method].is_object(),
+            "openapi lacks {method} {path}"
+        );
+    }
+
     // A read-only token reads but does not change.
     let (_, t) = s
         .post("/v1/tokens", json!({"name": "viewer", "role": "readonly"}))
