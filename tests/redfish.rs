@@ -311,6 +311,27 @@ async fn an_unreachable_bmc_is_transient_after_the_retry_deadline() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_given_up_half_way_still_ends_its_session() {
+    let srv = RedfishServer::start(Options::default()).await;
+    let d = drivers();
+    let bmc = server_driver(&d, &srv);
+    // A power on waits for the machine; give up while it polls.
+    srv.machine().hold_power = true;
+    let given_up =
+        tokio::time::timeout(Duration::from_millis(500), bmc.power(PowerAction::On)).await;
+    assert!(given_up.is_err(), "the machine never turned on");
+    let started = Instant::now();
+    while srv.machine().open_sessions() > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the session was never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(srv.machine().sessions_made, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_commands_to_one_bmc_are_serialised() {
     let srv = RedfishServer::start(Options::default()).await;
     let d = drivers();

@@ -13,7 +13,8 @@
 //! 2. a session (`POST .../SessionService/Sessions`, then `X-Auth-Token`), or
 //!    HTTP basic authentication when the service has no session collection;
 //! 3. the first member of the `Systems` collection, then the command;
-//! 4. `DELETE` of the session.
+//! 4. `DELETE` of the session (in the background, still under the lock, when
+//!    the caller gave up half-way: BMCs have few session slots).
 //!
 //! What the commands do:
 //! - power: `ComputerSystem.Reset` with a `ResetType` the BMC lists in
@@ -434,7 +435,8 @@ impl RedfishDriver {
             driver: self,
             auth,
             system: String::new(),
-            _guard: guard,
+            closed: false,
+            guard: Some(guard),
         };
         match self.find_system(&conn, &systems).await {
             Ok(s) => conn.system = s,
@@ -626,7 +628,36 @@ struct Conn<'a> {
     driver: &'a RedfishDriver,
     auth: Auth,
     system: String,
-    _guard: tokio::sync::OwnedMutexGuard<()>,
+    /// Whether the session was ended (or there is none to end).
+    closed: bool,
+    /// The BMC's lock, held until the session is ended.
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for Conn<'_> {
+    /// A conversation given up half-way (its caller timed out) still ends its
+    /// session, in the background: BMCs have few session slots.
+    fn drop(&mut self) {
+        if self.closed {
+            return;
+        }
+        let (Auth::Token(token, Some(session)), Ok(rt)) =
+            (&self.auth, tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let req = self
+            .driver
+            .http
+            .delete(self.driver.url(session))
+            .header("X-Auth-Token", token)
+            .timeout(self.driver.settings.request_timeout);
+        let guard = self.guard.take();
+        rt.spawn(async move {
+            let _ = req.send().await;
+            drop(guard);
+        });
+    }
 }
 
 impl Conn<'_> {
@@ -635,7 +666,8 @@ impl Conn<'_> {
     }
 
     /// Ends the session (best effort: the BMC also times it out).
-    async fn close(self) {
+    async fn close(mut self) {
+        self.closed = true;
         if let Auth::Token(_, Some(session)) = &self.auth
             && let Err(e) = self
                 .driver

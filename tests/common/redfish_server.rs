@@ -85,6 +85,9 @@ pub struct Machine {
     pub max_in_flight: u32,
     /// The `ResetType` of every reset, in order.
     pub resets: Vec<String>,
+    /// Accept resets but leave the power as it is (a machine that never
+    /// turns on).
+    pub hold_power: bool,
 }
 
 impl Machine {
@@ -117,6 +120,7 @@ impl Machine {
             in_flight: 0,
             max_in_flight: 0,
             resets: Vec::new(),
+            hold_power: false,
         }
     }
 
@@ -554,6 +558,9 @@ async fn reset(State(s): State<Shared>, body: axum::Json<Value>) -> Response {
     let mut m = s.m.lock().unwrap();
     let kind = body["ResetType"].as_str().unwrap_or_default();
     m.resets.push(kind.to_string());
+    if m.hold_power {
+        return StatusCode::NO_CONTENT.into_response();
+    }
     match kind {
         "On" | "ForceOn" if m.power == "Off" => m.boot(),
         "On" | "ForceOn" => {}
