@@ -10,7 +10,9 @@
 # the tftpd-hpa service is not started: the bench runs in.tftpd itself); the
 # DHCP clients and peer servers of tests/dhcp.rs and benches/dhcp.rs (udhcpc,
 # dhclient, dnsmasq, Kea and perfdhcp; no service is started) and Debian's
-# iPXE binaries.
+# iPXE binaries; and sushy-tools from PyPI in the virtualenv
+# /opt/racklift-peers (its `sushy-emulator --fake` is the Redfish BMC of
+# tests/redfish.rs, started by each test on a port of its own).
 set -euo pipefail
 
 log() { printf 'setup: %s\n' "$*" >&2; }
@@ -44,6 +46,17 @@ apt_install udhcpc isc-dhcp-client dnsmasq-base kea-dhcp4-server kea-admin ipxe 
 apt_install qemu-system-x86 ipxe-qemu
 # The reference HTTP server of benches/http.rs (not started as a service).
 apt_install nginx-light
+
+# --- Redfish: sushy-tools' emulator in a virtualenv ---------------------------
+peers=/opt/racklift-peers
+sushy_version=2.2.0
+apt_install python3-venv
+if ! "$peers/bin/sushy-emulator" --help >/dev/null 2>&1 ||
+  [ "$("$peers/bin/pip" show sushy-tools 2>/dev/null | sed -n 's/^Version: //p')" != "$sushy_version" ]; then
+  log "installing sushy-tools $sushy_version into $peers"
+  /usr/bin/python3 -m venv "$peers"
+  "$peers/bin/pip" install -q --disable-pip-version-check "sushy-tools==$sushy_version"
+fi
 
 # --- PostgreSQL ------------------------------------------------------------
 if ! command -v pg_lsclusters >/dev/null 2>&1 || [ -z "$(ls /etc/postgresql 2>/dev/null)" ]; then

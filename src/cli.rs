@@ -112,6 +112,33 @@ pub enum NodeCmd {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Power through the node's BMC: on, off (hard), soft-off, reset, cycle,
+    /// or status (read now).
+    Power { action: String, id: String },
+    /// Set the next boot device: pxe, disk, cd or uefi-http.
+    BootDevice {
+        id: String,
+        device: String,
+        /// For every boot, not only the next.
+        #[arg(long)]
+        persistent: bool,
+        /// Legacy (BIOS) boot instead of UEFI.
+        #[arg(long, conflicts_with = "uefi")]
+        legacy: bool,
+        /// UEFI boot (default: leave the BMC's mode).
+        #[arg(long)]
+        uefi: bool,
+    },
+    /// BIOS attributes through the node's BMC (Redfish).
+    Bios {
+        #[command(subcommand)]
+        cmd: BiosCmd,
+    },
+    /// RAID volumes through the node's BMC (Redfish).
+    Raid {
+        #[command(subcommand)]
+        cmd: RaidCmd,
+    },
     /// A node's events.
     Events {
         id: String,
@@ -120,6 +147,107 @@ pub enum NodeCmd {
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BiosCmd {
+    /// Current attributes, and those pending for the next boot.
+    Show { id: String },
+    /// Change attributes (NAME=VALUE ...); they apply at the next boot.
+    Set {
+        id: String,
+        #[arg(required = true)]
+        attributes: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RaidCmd {
+    /// List the volumes.
+    Show { id: String },
+    /// Create a volume from member disks (ids from `node raid show` or the
+    /// BMC inventory), a size, or both.
+    Create {
+        id: String,
+        /// 0, 1, 5, 6, 10, 50 or 60.
+        #[arg(long)]
+        level: String,
+        /// A member disk id (repeat for several).
+        #[arg(long = "disk")]
+        disks: Vec<String>,
+        /// Size, e.g. 200GB, 1TiB or bytes.
+        #[arg(long)]
+        size: Option<String>,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Delete a volume.
+    Delete { id: String, volume: String },
+}
+
+/// `NAME=VALUE` pairs as a JSON object (numbers and booleans as such).
+fn attributes(pairs: &[String]) -> anyhow::Result<serde_json::Map<String, Value>> {
+    let mut out = serde_json::Map::new();
+    for p in pairs {
+        let Some((k, v)) = p.split_once('=').filter(|(k, _)| !k.trim().is_empty()) else {
+            bail!("'{p}' is not NAME=VALUE (e.g. ProcVirtualization=Enabled)");
+        };
+        let v = v.trim();
+        let value = match v {
+            "true" => Value::Bool(true),
+            "false" => Value::Bool(false),
+            _ => v
+                .parse::<i64>()
+                .map(Value::from)
+                .unwrap_or_else(|_| Value::from(v)),
+        };
+        out.insert(k.trim().to_string(), value);
+    }
+    Ok(out)
+}
+
+/// `200GB`, `1TiB`, `512MB` or a number of bytes.
+fn parse_size(s: &str) -> anyhow::Result<u64> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: u64 = n
+        .parse()
+        .with_context(|| format!("'{s}' is not a size (write e.g. 200GB or 1TiB)"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "tib" => 1 << 40,
+        o => bail!("unknown unit '{o}' in '{s}' (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)"),
+    };
+    n.checked_mul(mult)
+        .with_context(|| format!("'{s}' is too large"))
+}
+
+fn volume_rows(volumes: &[Value]) -> String {
+    let rows: Vec<Vec<String>> = volumes
+        .iter()
+        .map(|v| {
+            vec![
+                s(&v["id"]),
+                s(&v["name"]),
+                s(&v["level"]),
+                s(&v["capacity_bytes"]),
+                v["drives"]
+                    .as_array()
+                    .map(|d| d.iter().map(s).collect::<Vec<_>>().join(","))
+                    .unwrap_or_default(),
+                s(&v["storage"]),
+            ]
+        })
+        .collect();
+    table(&["id", "name", "level", "bytes", "disks", "storage"], &rows)
 }
 
 #[derive(Debug, Args, Default)]
@@ -497,6 +625,135 @@ pub async fn run_client(command: Command) -> anyhow::Result<String> {
                         )
                     }
                 }
+                NodeCmd::Power { action, id } => {
+                    let path = format!("/v1/nodes/{}/power", enc(&id));
+                    let v = if action == "status" {
+                        c.call(Method::GET, &path, None).await?
+                    } else {
+                        let a = action.replace('-', "_");
+                        c.call(Method::POST, &path, Some(json!({ "action": a })))
+                            .await?
+                    };
+                    if client.json {
+                        v.to_string()
+                    } else {
+                        format!("{id}: power {}", s(&v["power_state"]))
+                    }
+                }
+                NodeCmd::BootDevice {
+                    id,
+                    device,
+                    persistent,
+                    legacy,
+                    uefi,
+                } => {
+                    let mut body =
+                        json!({"device": device.replace('-', "_"), "persistent": persistent});
+                    if legacy {
+                        body["mode"] = json!("legacy");
+                    } else if uefi {
+                        body["mode"] = json!("uefi");
+                    }
+                    c.call(
+                        Method::POST,
+                        &format!("/v1/nodes/{}/boot-device", enc(&id)),
+                        Some(body),
+                    )
+                    .await?;
+                    let how = if persistent {
+                        "every boot"
+                    } else {
+                        "the next boot"
+                    };
+                    format!("{id}: boot from {device} for {how}")
+                }
+                NodeCmd::Bios { cmd } => {
+                    let (id, v) = match cmd {
+                        BiosCmd::Show { id } => {
+                            let v = c
+                                .call(Method::GET, &format!("/v1/nodes/{}/bios", enc(&id)), None)
+                                .await?;
+                            (id, v)
+                        }
+                        BiosCmd::Set { id, attributes: a } => {
+                            let body = json!({ "attributes": attributes(&a)? });
+                            let v = c
+                                .call(
+                                    Method::PATCH,
+                                    &format!("/v1/nodes/{}/bios", enc(&id)),
+                                    Some(body),
+                                )
+                                .await?;
+                            (id, v)
+                        }
+                    };
+                    if client.json {
+                        serde_json::to_string_pretty(&v)?
+                    } else {
+                        let empty = serde_json::Map::new();
+                        let current = v["current"].as_object().unwrap_or(&empty);
+                        let pending = v["pending"].as_object().unwrap_or(&empty);
+                        let rows: Vec<Vec<String>> = current
+                            .iter()
+                            .map(|(k, cur)| {
+                                vec![k.clone(), s(cur), pending.get(k).map(s).unwrap_or_default()]
+                            })
+                            .collect();
+                        format!(
+                            "{id}\n{}",
+                            table(&["attribute", "current", "pending (next boot)"], &rows)
+                        )
+                    }
+                }
+                NodeCmd::Raid { cmd } => match cmd {
+                    RaidCmd::Show { id } => {
+                        let v = c
+                            .call(Method::GET, &format!("/v1/nodes/{}/raid", enc(&id)), None)
+                            .await?;
+                        let vols = v["volumes"].as_array().cloned().unwrap_or_default();
+                        if client.json {
+                            serde_json::to_string_pretty(&vols)?
+                        } else {
+                            volume_rows(&vols)
+                        }
+                    }
+                    RaidCmd::Create {
+                        id,
+                        level,
+                        disks,
+                        size,
+                        name,
+                    } => {
+                        let mut body = json!({"level": level, "drives": disks});
+                        if let Some(sz) = size {
+                            body["capacity_bytes"] = json!(parse_size(&sz)?);
+                        }
+                        if let Some(n) = name {
+                            body["name"] = json!(n);
+                        }
+                        let v = c
+                            .call(
+                                Method::POST,
+                                &format!("/v1/nodes/{}/raid", enc(&id)),
+                                Some(body),
+                            )
+                            .await?;
+                        if client.json {
+                            serde_json::to_string_pretty(&v)?
+                        } else {
+                            volume_rows(&[v])
+                        }
+                    }
+                    RaidCmd::Delete { id, volume } => {
+                        c.call(
+                            Method::DELETE,
+                            &format!("/v1/nodes/{}/raid/{}", enc(&id), enc(&volume)),
+                            None,
+                        )
+                        .await?;
+                        format!("{id}: volume {volume} deleted")
+                    }
+                },
                 NodeCmd::Events { id, after, limit } => {
                     let ev = c
                         .call(
@@ -734,6 +991,38 @@ mod tests {
             f.body(),
             json!({"name": "n1", "macs": ["52:54:00:00:00:01"], "bmc": {"driver": "fake"}})
         );
+    }
+
+    #[test]
+    fn bmc_commands_parse() {
+        let c = Cli::try_parse_from([
+            "racklift",
+            "node",
+            "boot-device",
+            "n1",
+            "uefi-http",
+            "--persistent",
+            "--legacy",
+        ])
+        .unwrap();
+        assert!(matches!(
+            c.command,
+            Command::Node {
+                cmd: NodeCmd::BootDevice {
+                    persistent: true,
+                    legacy: true,
+                    ..
+                },
+                ..
+            }
+        ));
+        assert!(Cli::try_parse_from(["racklift", "node", "bios", "set", "n1"]).is_err());
+        let a = attributes(&["A=Enabled".into(), "B=3".into(), "C=true".into()]).unwrap();
+        assert_eq!(Value::Object(a), json!({"A": "Enabled", "B": 3, "C": true}));
+        assert!(attributes(&["novalue".into()]).is_err());
+        assert_eq!(parse_size("200GB").unwrap(), 200_000_000_000);
+        assert_eq!(parse_size("1TiB").unwrap(), 1 << 40);
+        assert!(parse_size("3 parsecs").is_err());
     }
 
     #[test]

@@ -3,17 +3,24 @@
 //! A bounded pool of workers claims due steps from the store under a lease
 //! (renewed while the step runs), performs the step's stage through the node's
 //! BMC driver, and records the result. Transient BMC failures are retried with
-//! exponential backoff up to `max_attempts`; anything else fails the node into
-//! the phase's failed state with the reason. A reaper makes lapsed leases
+//! exponential backoff (with jitter) up to `max_attempts`; anything else fails
+//! the node into the phase's failed state with the reason. Cleaning applies the
+//! BIOS and RAID settings of the node's profile through the driver before the
+//! machine boots, and verifies them after. A reaper makes lapsed leases
 //! claimable again, fails steps past their phase deadline, and fails nodes left
 //! in a transient state without work. Because all of this lives in the database,
 //! a restart (or a second process on the same PostgreSQL) carries on where the
 //! last one stopped: nothing is left stuck.
 
-use crate::bmc::{BmcDriver, BmcError, BmcTarget, BootDevice, Drivers, PowerAction, PowerState};
+use crate::bmc::{
+    BmcDriver, BmcError, BmcTarget, BootDevice, Drivers, PowerAction, PowerState, VolumeSpec,
+    backoff_with_jitter, bios_mismatches,
+};
 use crate::config::ConductorConfig;
 use crate::metrics::Metrics;
+use crate::profiles::SharedProfiles;
 use crate::store::{NodeRecord, Phase, Step, Store, StoreError};
+use serde_json::{Map, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -35,6 +42,7 @@ pub struct Conductor {
     drivers: Drivers,
     cfg: ConductorConfig,
     metrics: Arc<Metrics>,
+    profiles: SharedProfiles,
     owner: String,
 }
 
@@ -44,6 +52,7 @@ impl Conductor {
         drivers: Drivers,
         cfg: ConductorConfig,
         metrics: Arc<Metrics>,
+        profiles: SharedProfiles,
     ) -> Self {
         let owner = format!(
             "{}-{}",
@@ -55,6 +64,7 @@ impl Conductor {
             drivers,
             cfg,
             metrics,
+            profiles,
             owner,
         }
     }
@@ -153,8 +163,11 @@ impl Conductor {
                 self.store.step_finish(&step, &self.owner, result).await
             }
             Err(e) if e.is_transient() && (step.attempts as u32) < self.cfg.max_attempts => {
-                let delay =
-                    self.cfg.retry_backoff * 2u32.saturating_pow(step.attempts.max(1) as u32 - 1);
+                let delay = backoff_with_jitter(
+                    self.cfg.retry_backoff,
+                    step.attempts.max(1) as u32 - 1,
+                    Duration::from_secs(300),
+                );
                 let _ = self
                     .store
                     .log_event(
@@ -200,20 +213,138 @@ impl Conductor {
     }
 
     fn driver(&self, rec: &NodeRecord) -> Result<Box<dyn BmcDriver>, BmcError> {
-        let b = &rec.node.bmc;
-        let password = self
-            .store
-            .bmc_password(rec)
-            .map_err(|e| BmcError::Unsupported(e.to_string()))?;
-        self.drivers.driver_for(&BmcTarget {
-            driver: b.driver,
-            address: b.address.clone(),
-            port: b.port,
-            username: b.username.clone(),
-            password,
-            verify_tls: b.verify_tls,
-            node_key: rec.node.id.to_string(),
-        })
+        driver_for_record(&self.store, &self.drivers, rec)
+    }
+
+    /// The BIOS and RAID settings of the node's profile (empty when it has none).
+    fn profile_settings(&self, rec: &NodeRecord) -> ProfileSettings {
+        let Some(name) = &rec.node.profile else {
+            return ProfileSettings::default();
+        };
+        let set = self.profiles.read().map(|p| p.clone()).unwrap_or_default();
+        let Some(p) = set.iter().find(|p| &p.name == name) else {
+            return ProfileSettings::default();
+        };
+        ProfileSettings {
+            profile: p.name.clone(),
+            bios: p.bios.as_object().cloned().unwrap_or_default(),
+            raid: p.raid.as_object().cloned().unwrap_or_default(),
+        }
+    }
+
+    /// Cleaning, before the boot: the profile's BIOS attributes (applied by
+    /// that boot) and its RAID volume.
+    async fn apply_profile_settings(
+        &self,
+        d: &dyn BmcDriver,
+        rec: &NodeRecord,
+        s: &ProfileSettings,
+    ) -> Result<(), BmcError> {
+        let context = |what: &str, e: BmcError| match e {
+            BmcError::Unsupported(m) => BmcError::Unsupported(format!(
+                "profile '{}' has {what} settings, but {m}",
+                s.profile
+            )),
+            other => other,
+        };
+        if !s.bios.is_empty() {
+            let current = d.bios().await.map_err(|e| context("BIOS", e))?;
+            let todo = bios_mismatches(&s.bios, &current.current);
+            if todo.is_empty() {
+                self.note(rec, "BIOS settings of the profile already in force")
+                    .await;
+            } else {
+                d.set_bios(&s.bios).await.map_err(|e| context("BIOS", e))?;
+                self.note(
+                    rec,
+                    &format!(
+                        "BIOS settings set, applied at the next boot: {}",
+                        todo.join("; ")
+                    ),
+                )
+                .await;
+            }
+        }
+        if !s.raid.is_empty() {
+            let spec = raid_spec(&s.raid).map_err(BmcError::Unsupported)?;
+            let level = spec.raid_type()?;
+            let volumes = d.raid_volumes().await.map_err(|e| context("RAID", e))?;
+            if let Some(v) = volumes.iter().find(|v| v.level.as_deref() == Some(&level)) {
+                self.note(rec, &format!("{level} volume '{}' already present", v.id))
+                    .await;
+                return Ok(());
+            }
+            let mut spec = spec;
+            if spec.drives.is_empty() {
+                let count = raid_disk_count(&s.raid);
+                let inv = d.inventory().await.map_err(|e| context("RAID", e))?;
+                let free: Vec<String> = inv
+                    .disks
+                    .iter()
+                    .filter(|x| !volumes.iter().any(|v| v.drives.contains(&x.id)))
+                    .map(|x| x.id.clone())
+                    .collect();
+                let want = count.unwrap_or(free.len());
+                if want == 0 || free.len() < want {
+                    return Err(BmcError::Unsupported(format!(
+                        "profile '{}' asks for a {level} volume of {want} disks; the BMC reports {} free disk(s)",
+                        s.profile,
+                        free.len()
+                    )));
+                }
+                spec.drives = free.into_iter().take(want).collect();
+            }
+            let v = d
+                .create_volume(&spec)
+                .await
+                .map_err(|e| context("RAID", e))?;
+            self.note(
+                rec,
+                &format!(
+                    "{level} volume '{}' created on {}",
+                    v.id,
+                    v.drives.join(", ")
+                ),
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    /// Cleaning, after the boot: whether the profile's settings are in force.
+    async fn verify_profile_settings(
+        &self,
+        d: &dyn BmcDriver,
+        s: &ProfileSettings,
+    ) -> Result<Option<String>, BmcError> {
+        if !s.bios.is_empty() {
+            let b = d.bios().await?;
+            let wrong = bios_mismatches(&s.bios, &b.current);
+            if !wrong.is_empty() {
+                return Ok(Some(format!(
+                    "the BIOS settings of profile '{}' are not in force after the reboot: {}",
+                    s.profile,
+                    wrong.join("; ")
+                )));
+            }
+        }
+        if !s.raid.is_empty() {
+            let level = raid_spec(&s.raid)
+                .map_err(BmcError::Unsupported)?
+                .raid_type()?;
+            if !d
+                .raid_volumes()
+                .await?
+                .iter()
+                .any(|v| v.level.as_deref() == Some(&level))
+            {
+                return Ok(Some(format!(
+                    "the {level} volume of profile '{}' is missing after the reboot",
+                    s.profile
+                )));
+            }
+        }
+        Ok(None)
     }
 
     async fn note(&self, rec: &NodeRecord, text: &str) {
@@ -295,12 +426,30 @@ impl Conductor {
                 };
                 StageResult::Finish(Ok(Some(note)))
             }
-            (Phase::Inspect | Phase::Clean | Phase::Deploy, "start") => {
+            (Phase::Clean, "start") => {
+                let settings = self.profile_settings(rec);
+                if !settings.is_empty() {
+                    self.apply_profile_settings(d, rec, &settings).await?;
+                }
+                self.netboot(d, rec).await?;
+                StageResult::Wait
+            }
+            (Phase::Inspect | Phase::Deploy, "start") => {
                 self.netboot(d, rec).await?;
                 StageResult::Wait
             }
             (Phase::Inspect | Phase::Clean, _) => {
-                let r = reported();
+                let mut r = reported();
+                let settings = self.profile_settings(rec);
+                if step.phase == Phase::Clean && r.ok && !settings.is_empty() {
+                    if let Some(wrong) = self.verify_profile_settings(d, &settings).await? {
+                        r.ok = false;
+                        r.message = Some(wrong);
+                    } else {
+                        self.note(rec, "BIOS and RAID settings of the profile verified")
+                            .await;
+                    }
+                }
                 if !d.is_manual() {
                     d.power(PowerAction::Off).await?;
                     self.record_power(d, rec).await?;
@@ -342,5 +491,90 @@ impl Conductor {
                 ))),
             },
         })
+    }
+}
+
+/// The driver for a stored node's BMC (its password unsealed).
+pub fn driver_for_record(
+    store: &Store,
+    drivers: &Drivers,
+    rec: &NodeRecord,
+) -> Result<Box<dyn BmcDriver>, BmcError> {
+    let password = store
+        .bmc_password(rec)
+        .map_err(|e| BmcError::Unsupported(e.to_string()))?;
+    drivers.driver_for(&BmcTarget::of(rec, password))
+}
+
+/// A profile's `[bios]` and `[raid]` tables.
+#[derive(Debug, Default)]
+struct ProfileSettings {
+    profile: String,
+    bios: Map<String, Value>,
+    raid: Map<String, Value>,
+}
+
+impl ProfileSettings {
+    fn is_empty(&self) -> bool {
+        self.bios.is_empty() && self.raid.is_empty()
+    }
+}
+
+/// A profile's `[raid]` table as a volume: `level` (required), `drives` (disk
+/// ids) or `disks` (how many free disks), `capacity_bytes`, `name`.
+fn raid_spec(raid: &Map<String, Value>) -> Result<VolumeSpec, String> {
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        o => o.to_string(),
+    };
+    for k in raid.keys() {
+        if !["level", "drives", "disks", "capacity_bytes", "name"].contains(&k.as_str()) {
+            return Err(format!(
+                "the profile's [raid] has an unknown key '{k}' (level, drives, disks, capacity_bytes, name)"
+            ));
+        }
+    }
+    let level = raid
+        .get("level")
+        .map(text)
+        .ok_or("the profile's [raid] needs a level, e.g. level = \"1\"")?;
+    Ok(VolumeSpec {
+        level,
+        drives: raid
+            .get("drives")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().map(text).collect())
+            .unwrap_or_default(),
+        capacity_bytes: raid.get("capacity_bytes").and_then(Value::as_u64),
+        name: raid.get("name").map(text),
+        storage: None,
+    })
+}
+
+fn raid_disk_count(raid: &Map<String, Value>) -> Option<usize> {
+    raid.get("disks").and_then(|v| match v {
+        Value::Number(n) => n.as_u64().map(|n| n as usize),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raid_tables_of_profiles() {
+        let m = |v: Value| v.as_object().cloned().unwrap();
+        let s = raid_spec(&m(serde_json::json!({"level": "1", "disks": 2}))).unwrap();
+        assert_eq!(s.raid_type().unwrap(), "RAID1");
+        assert_eq!(
+            raid_disk_count(&m(serde_json::json!({"disks": 2}))),
+            Some(2)
+        );
+        let s = raid_spec(&m(serde_json::json!({"level": 10, "drives": ["a", "b"]}))).unwrap();
+        assert_eq!(s.drives, ["a", "b"]);
+        assert!(raid_spec(&m(serde_json::json!({"disks": 2}))).is_err());
+        assert!(raid_spec(&m(serde_json::json!({"level": "1", "size": 3}))).is_err());
     }
 }

@@ -120,6 +120,8 @@ struct WireConductor {
     lease: Option<HumanDuration>,
     max_attempts: Option<u32>,
     retry_backoff: Option<HumanDuration>,
+    power_sync_interval: Option<HumanDuration>,
+    power_sync_concurrency: Option<usize>,
     #[serde(default)]
     timeouts: WireTimeouts,
 }
@@ -335,6 +337,10 @@ pub struct ConductorConfig {
     pub lease: Duration,
     pub max_attempts: u32,
     pub retry_backoff: Duration,
+    /// How often the power state of every managed node is read (zero: never).
+    pub power_sync_interval: Duration,
+    /// How many BMCs the power sync reads at once.
+    pub power_sync_concurrency: usize,
     pub timeouts: PhaseTimeouts,
 }
 
@@ -550,6 +556,13 @@ fn validate(w: Wire) -> Result<Config, ConfigError> {
     if lease < Duration::from_secs(2) {
         return Err(invalid("conductor.lease", "must be at least 2s"));
     }
+    let power_sync_concurrency = c.power_sync_concurrency.unwrap_or(32);
+    if power_sync_concurrency == 0 || power_sync_concurrency > 4096 {
+        return Err(invalid(
+            "conductor.power_sync_concurrency",
+            "must be between 1 and 4096",
+        ));
+    }
     let level = w.log.level.unwrap_or_else(|| "info".into());
     if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
         return Err(invalid(
@@ -612,6 +625,11 @@ fn validate(w: Wire) -> Result<Config, ConfigError> {
                 .retry_backoff
                 .map(|h| h.0)
                 .unwrap_or(Duration::from_secs(2)),
+            power_sync_interval: c
+                .power_sync_interval
+                .map(|h| h.0)
+                .unwrap_or(Duration::from_secs(60)),
+            power_sync_concurrency,
             timeouts,
         },
         boot: BootConfig {
@@ -856,6 +874,14 @@ mod tests {
         assert_eq!(c.conductor.workers, d.conductor.workers);
         assert_eq!(c.conductor.timeouts.deploy, d.conductor.timeouts.deploy);
         assert_eq!(c.conductor.max_attempts, d.conductor.max_attempts);
+        assert_eq!(
+            c.conductor.power_sync_interval,
+            d.conductor.power_sync_interval
+        );
+        assert_eq!(
+            c.conductor.power_sync_concurrency,
+            d.conductor.power_sync_concurrency
+        );
         assert_eq!(c.boot.token_ttl, d.boot.token_ttl);
         assert_eq!(c.tftp.listen, d.tftp.listen);
         assert_eq!(c.tftp.enabled, d.tftp.enabled);

@@ -13,6 +13,7 @@ pub mod config;
 pub mod dhcp;
 pub mod metrics;
 pub mod node;
+pub mod power_sync;
 pub mod profiles;
 pub mod secrets;
 pub mod server;

@@ -277,6 +277,19 @@ pub fn validate_bmc_address(addr: &str) -> Result<(), FieldError> {
     }
 }
 
+/// The host of a Redfish address written as a URL (`https://host`, `http://host`).
+fn redfish_host(addr: &str) -> Option<&str> {
+    let rest = addr
+        .strip_prefix("https://")
+        .or_else(|| addr.strip_prefix("http://"))?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    Some(
+        rest.strip_prefix('[')
+            .and_then(|r| r.strip_suffix(']'))
+            .unwrap_or(rest),
+    )
+}
+
 /// A profile or role name: like a node name.
 pub fn validate_label(field: &str, v: &str) -> Result<(), FieldError> {
     validate_name(field, v)
@@ -326,7 +339,11 @@ pub fn check_unique_macs(macs: &[MacAddr]) -> Result<(), FieldError> {
 /// Checks a BMC input against the driver it will be used with.
 pub fn validate_bmc(b: &BmcInput, driver: BmcDriverKind) -> Result<(), FieldError> {
     if let Some(a) = &b.address {
-        validate_bmc_address(a)?;
+        match (driver, redfish_host(a)) {
+            // A Redfish address may name its scheme: `https://` (the default) or `http://`.
+            (BmcDriverKind::Redfish, Some(host)) => validate_bmc_address(host)?,
+            _ => validate_bmc_address(a)?,
+        }
     }
     if b.port == Some(0) {
         return Err(FieldError::new("bmc.port", "must be between 1 and 65535"));
@@ -375,6 +392,16 @@ mod tests {
         assert!(validate_bmc_address("999.1.1.1").is_err());
         assert!(validate_bmc_address("10.0.0").is_err());
         assert!(validate_bmc_address("fe80::zz").is_err());
+        let bmc = |a: &str| BmcInput {
+            address: Some(a.into()),
+            ..Default::default()
+        };
+        assert!(validate_bmc(&bmc("https://bmc-1.example"), BmcDriverKind::Redfish).is_ok());
+        assert!(validate_bmc(&bmc("http://127.0.0.1"), BmcDriverKind::Redfish).is_ok());
+        assert!(validate_bmc(&bmc("https://[fe80::1]"), BmcDriverKind::Redfish).is_ok());
+        assert!(validate_bmc(&bmc("https://bad host"), BmcDriverKind::Redfish).is_err());
+        assert!(validate_bmc(&bmc("ftp://x"), BmcDriverKind::Redfish).is_err());
+        assert!(validate_bmc(&bmc("http://127.0.0.1"), BmcDriverKind::Ipmi).is_err());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Start-up and shutdown: opens the data directory and the store, makes the first
-//! admin token, starts the conductor, the event pump, the HTTP server and, when
-//! enabled, the DHCP and TFTP servers.
+//! admin token, starts the conductor, the power-state sync, the event pump, the
+//! HTTP server and, when enabled, the DHCP and TFTP servers.
 //!
 //! Sockets are bound first ([`Listeners::bind`], plain `std` sockets, so a
 //! caller may bind them inside another network namespace) and then served by
@@ -117,6 +117,8 @@ pub async fn start_with(cfg: Config, sockets: Listeners) -> anyhow::Result<Runni
     let (shutdown, rx) = watch::channel(false);
     let metrics = Arc::new(Metrics::default());
     let drivers = Drivers::default();
+    let profiles: crate::profiles::SharedProfiles =
+        Arc::new(std::sync::RwLock::new(Arc::new(profiles)));
     let mut tasks = Vec::new();
 
     let (head_tx, head_rx) = watch::channel(store.last_event_id().await?);
@@ -148,12 +150,23 @@ pub async fn start_with(cfg: Config, sockets: Listeners) -> anyhow::Result<Runni
             drivers.clone(),
             cfg.conductor.clone(),
             metrics.clone(),
+            profiles.clone(),
         );
         let sd = rx.clone();
         tasks.push(tokio::spawn(async move {
             if let Err(e) = conductor.run(sd).await {
                 tracing::error!(error = %e, "conductor stopped");
             }
+        }));
+    }
+    if !cfg.conductor.power_sync_interval.is_zero() {
+        let (store, drivers, sd) = (store.clone(), drivers.clone(), rx.clone());
+        let (every, at_once) = (
+            cfg.conductor.power_sync_interval,
+            cfg.conductor.power_sync_concurrency,
+        );
+        tasks.push(tokio::spawn(async move {
+            crate::power_sync::run(store, drivers, every, at_once, sd).await;
         }));
     }
     if let Some(socket) = sockets.tftp {

@@ -6,6 +6,7 @@
 //! malformed bodies are refused before anything is written.
 
 mod agent;
+mod bmc;
 mod dhcp;
 mod error;
 mod events;
@@ -47,7 +48,7 @@ pub struct AppState {
     /// Each node's JSON at a generation; exact, since every change bumps it.
     pub(crate) node_json: Arc<Mutex<NodeJsonCache>>,
     /// The profile set in force (replaced whole by a successful reload).
-    pub profiles: Arc<std::sync::RwLock<Arc<Vec<crate::profiles::Profile>>>>,
+    pub profiles: crate::profiles::SharedProfiles,
 }
 
 impl AppState {
@@ -57,7 +58,7 @@ impl AppState {
         metrics: Arc<Metrics>,
         drivers: Drivers,
         events_head: watch::Receiver<i64>,
-        profiles: Vec<crate::profiles::Profile>,
+        profiles: crate::profiles::SharedProfiles,
     ) -> Self {
         AppState {
             store,
@@ -67,7 +68,7 @@ impl AppState {
             events_head,
             token_cache: Arc::default(),
             node_json: Arc::default(),
-            profiles: Arc::new(std::sync::RwLock::new(Arc::new(profiles))),
+            profiles,
         }
     }
 
@@ -156,6 +157,21 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/nodes/{id}/events", get(events::node_events))
         .route("/v1/nodes/{id}/inventory", get(nodes::inventory))
         .route("/v1/nodes/{id}/steps", get(nodes::steps))
+        .route(
+            "/v1/nodes/{id}/power",
+            get(bmc::power_status).post(bmc::power),
+        )
+        .route("/v1/nodes/{id}/boot-device", post(bmc::boot_device))
+        .route("/v1/nodes/{id}/bios", get(bmc::bios).patch(bmc::set_bios))
+        .route(
+            "/v1/nodes/{id}/raid",
+            get(bmc::raid).post(bmc::create_volume),
+        )
+        .route(
+            "/v1/nodes/{id}/raid/{volume}",
+            axum::routing::delete(bmc::delete_volume),
+        )
+        .route("/v1/nodes/{id}/bmc-inventory", get(bmc::inventory))
         .route("/v1/nodes/{id}/facts", get(profiles::facts))
         .route("/v1/nodes/{id}/matches", get(profiles::matches))
         .route("/v1/profiles", get(profiles::list))

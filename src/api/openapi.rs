@@ -1,6 +1,6 @@
 //! The OpenAPI document, generated from the handlers' annotations.
 
-use super::{agent, dhcp, events, nodes, profiles, tokens};
+use super::{agent, bmc, dhcp, events, nodes, profiles, tokens};
 use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -24,6 +24,7 @@ impl Modify for Security {
     paths(
         super::healthz, super::metrics,
         nodes::create, nodes::list, nodes::show, nodes::update, nodes::delete, nodes::action, nodes::inventory, nodes::steps,
+        bmc::power_status, bmc::power, bmc::boot_device, bmc::bios, bmc::set_bios, bmc::raid, bmc::create_volume, bmc::delete_volume, bmc::inventory,
         events::node_events, events::stream, dhcp::leases,
         tokens::create, tokens::list, tokens::delete,
         profiles::list, profiles::show, profiles::reload, profiles::test, profiles::facts, profiles::matches,
@@ -31,7 +32,9 @@ impl Modify for Security {
     ),
     components(schemas(crate::node::Node, crate::node::NewNode, crate::node::NodePatch, crate::node::BmcInput, crate::node::BmcView,
         crate::node::BmcDriverKind, crate::state::State, crate::state::Event, crate::store::EventRow, crate::store::Role, crate::store::ApiToken,
-        crate::store::leases::Lease, crate::store::leases::LeaseState)),
+        crate::store::leases::Lease, crate::store::leases::LeaseState,
+        crate::bmc::BootDevice, crate::bmc::BiosSettings, crate::bmc::RaidVolume, crate::bmc::VolumeSpec, crate::bmc::BmcInventory, crate::bmc::BmcNic, crate::bmc::BmcDisk,
+        bmc::PowerView, bmc::PowerBody, bmc::BootBody, bmc::BiosBody, bmc::RaidView)),
     modifiers(&Security)
 )]
 pub struct ApiDoc;

@@ -8,20 +8,61 @@
 //! - password `wrong`: the credentials are refused (not retried);
 //! - address starting with `unreachable`: every command times out (retried, then fails);
 //! - address starting with `flaky`: every other command times out (retries succeed).
+//!
+//! A fake machine also has BIOS attributes ([`FAKE_BIOS`]; changes wait until
+//! the next power on or reset, like a real BMC's settings object), four disks
+//! `disk0`..`disk3` of 480 GB on controller `raid0`, and the RAID volumes
+//! created on them.
 
-use super::{BmcDriver, BmcError, BmcTarget, BootDevice, PowerAction, PowerState};
+use super::{
+    BiosSettings, BmcDisk, BmcDriver, BmcError, BmcInventory, BmcTarget, BootDevice, BootOverride,
+    PowerAction, PowerState, RaidVolume, VolumeSpec,
+};
 use async_trait::async_trait;
+use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+/// The BIOS attributes a fake machine starts with.
+pub const FAKE_BIOS: &[(&str, &str)] = &[
+    ("BootMode", "Uefi"),
+    ("ProcVirtualization", "Disabled"),
+    ("SriovGlobalEnable", "Disabled"),
+];
+
+const FAKE_DISK_BYTES: u64 = 480_000_000_000;
+
 /// One fake machine's state.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FakeMachine {
     pub powered: bool,
     pub boot: Option<(BootDevice, bool)>,
     /// Every command received, in order (`power on`, `boot pxe once`, ...).
     pub commands: Vec<String>,
+    pub bios: Map<String, Value>,
+    /// Set, not yet applied: applied at the next power on or reset.
+    pub bios_pending: Map<String, Value>,
+    pub volumes: Vec<RaidVolume>,
     calls: u64,
+    next_volume: u64,
+}
+
+impl Default for FakeMachine {
+    fn default() -> Self {
+        FakeMachine {
+            powered: false,
+            boot: None,
+            commands: Vec::new(),
+            bios: FAKE_BIOS
+                .iter()
+                .map(|(k, v)| (k.to_string(), Value::from(*v)))
+                .collect(),
+            bios_pending: Map::new(),
+            volumes: Vec::new(),
+            calls: 0,
+            next_volume: 0,
+        }
+    }
 }
 
 /// The fake machines of this process.
@@ -98,6 +139,12 @@ impl BmcDriver for FakeDriver {
         self.with(|m| {
             m.powered = !matches!(action, PowerAction::Off | PowerAction::SoftOff);
             m.commands.push(format!("power {action:?}").to_lowercase());
+            if m.powered && !m.bios_pending.is_empty() {
+                let pending = std::mem::take(&mut m.bios_pending);
+                m.commands
+                    .push(format!("bios applied: {}", Value::Object(pending.clone())));
+                m.bios.extend(pending);
+            }
             if m.boot.is_some_and(|(_, persistent)| !persistent) && m.powered {
                 m.commands
                     .push("booted once from the one-time device".into());
@@ -106,14 +153,124 @@ impl BmcDriver for FakeDriver {
         })
     }
 
-    async fn set_boot_device(&self, device: BootDevice, persistent: bool) -> Result<(), BmcError> {
+    async fn set_boot(&self, boot: BootOverride) -> Result<(), BmcError> {
+        let (device, persistent, mode) = (boot.device, boot.persistent, boot.mode);
         self.with(|m| {
             m.boot = Some((device, persistent));
             let how = if persistent { "persistent" } else { "once" };
+            let mode = mode.map(|m| format!(" {m:?}")).unwrap_or_default();
             m.commands
-                .push(format!("boot {device:?} {how}").to_lowercase());
+                .push(format!("boot {device:?} {how}{mode}").to_lowercase());
         })
     }
+
+    async fn bios(&self) -> Result<BiosSettings, BmcError> {
+        self.with(|m| BiosSettings {
+            current: m.bios.clone(),
+            pending: m.bios_pending.clone(),
+        })
+    }
+
+    async fn set_bios(&self, changes: &Map<String, Value>) -> Result<(), BmcError> {
+        let key = self.key.clone();
+        self.with(|m| {
+            if let Some(unknown) = changes.keys().find(|k| !m.bios.contains_key(*k)) {
+                return Err(BmcError::Refused {
+                    address: key,
+                    detail: format!("unknown BIOS attribute '{unknown}'"),
+                });
+            }
+            m.bios_pending
+                .extend(changes.iter().map(|(k, v)| (k.clone(), v.clone())));
+            m.commands
+                .push(format!("bios set: {}", Value::Object(changes.clone())));
+            Ok(())
+        })?
+    }
+
+    async fn raid_volumes(&self) -> Result<Vec<RaidVolume>, BmcError> {
+        self.with(|m| m.volumes.clone())
+    }
+
+    async fn create_volume(&self, spec: &VolumeSpec) -> Result<RaidVolume, BmcError> {
+        spec.check()?;
+        let level = spec.raid_type()?;
+        let key = self.key.clone();
+        self.with(|m| {
+            let refused = |detail: String| BmcError::Refused {
+                address: key.clone(),
+                detail,
+            };
+            let disks = fake_disks();
+            for d in &spec.drives {
+                if !disks.iter().any(|x| &x.id == d) {
+                    return Err(refused(format!("no disk '{d}'")));
+                }
+                if m.volumes.iter().any(|v| v.drives.contains(d)) {
+                    return Err(refused(format!("disk '{d}' already belongs to a volume")));
+                }
+            }
+            m.next_volume += 1;
+            let v = RaidVolume {
+                id: format!("volume{}", m.next_volume),
+                name: spec.name.clone(),
+                level: Some(level.clone()),
+                capacity_bytes: spec
+                    .capacity_bytes
+                    .or(Some(FAKE_DISK_BYTES * spec.drives.len().max(1) as u64)),
+                drives: spec.drives.clone(),
+                storage: "raid0".into(),
+            };
+            m.commands.push(format!(
+                "raid create {} {level} {}",
+                v.id,
+                spec.drives.join(",")
+            ));
+            m.volumes.push(v.clone());
+            Ok(v)
+        })?
+    }
+
+    async fn delete_volume(&self, id: &str) -> Result<(), BmcError> {
+        let key = self.key.clone();
+        self.with(|m| {
+            let before = m.volumes.len();
+            m.volumes.retain(|v| v.id != id);
+            if m.volumes.len() == before {
+                return Err(BmcError::Refused {
+                    address: key,
+                    detail: format!("no volume '{id}'"),
+                });
+            }
+            m.commands.push(format!("raid delete {id}"));
+            Ok(())
+        })?
+    }
+
+    async fn inventory(&self) -> Result<BmcInventory, BmcError> {
+        let key = self.key.clone();
+        self.with(|_| BmcInventory {
+            manufacturer: Some("racklift".into()),
+            model: Some("fake machine".into()),
+            serial: Some(format!("FAKE-{key}")),
+            disks: fake_disks(),
+            ..Default::default()
+        })
+    }
+}
+
+fn fake_disks() -> Vec<BmcDisk> {
+    (0..4)
+        .map(|i| BmcDisk {
+            id: format!("disk{i}"),
+            name: Some(format!("Disk {i}")),
+            model: Some("FAKE-SSD".into()),
+            serial: Some(format!("FAKESN{i}")),
+            capacity_bytes: Some(FAKE_DISK_BYTES),
+            media: Some("SSD".into()),
+            storage: Some("raid0".into()),
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -160,6 +317,31 @@ mod tests {
         );
         let down = bmcs.driver(&target("unreachable-1", "pw"));
         assert!(down.power_state().await.unwrap_err().is_transient());
+        let mut bios = Map::new();
+        bios.insert("ProcVirtualization".into(), "Enabled".into());
+        d.set_bios(&bios).await.unwrap();
+        let b = d.bios().await.unwrap();
+        assert_eq!(b.pending, bios, "pending until the next boot");
+        assert_eq!(b.current["ProcVirtualization"], "Disabled");
+        d.power(PowerAction::Reset).await.unwrap();
+        let b = d.bios().await.unwrap();
+        assert!(b.pending.is_empty());
+        assert!(super::super::bios_mismatches(&bios, &b.current).is_empty());
+        bios.insert("NoSuchThing".into(), "1".into());
+        assert!(d.set_bios(&bios).await.is_err());
+        let v = d
+            .create_volume(&VolumeSpec {
+                level: "1".into(),
+                drives: vec!["disk0".into(), "disk1".into()],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(v.level.as_deref(), Some("RAID1"));
+        assert_eq!(d.raid_volumes().await.unwrap(), vec![v.clone()]);
+        d.delete_volume(&v.id).await.unwrap();
+        assert!(d.raid_volumes().await.unwrap().is_empty());
+
         let flaky = bmcs.driver(&target("flaky-1", "pw"));
         assert!(flaky.power_state().await.is_err());
         assert!(flaky.power_state().await.is_ok());

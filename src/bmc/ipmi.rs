@@ -31,12 +31,16 @@ pub use commands::{
     SetSessionPrivilegeLevel,
 };
 
-use super::{BmcDriver, BmcError, BmcTarget, BootDevice, PowerAction, PowerState};
+use super::{
+    BiosSettings, BmcDriver, BmcError, BmcInventory, BmcTarget, BootDevice, BootOverride,
+    PowerAction, PowerState, RaidVolume, VolumeSpec,
+};
 use async_trait::async_trait;
 use ipmi_rs::connection::IpmiCommand;
 use ipmi_rs::rmcp::{ActivationError, RakpMessage4ParseError, Rmcp, V2_0ActivationError};
 use ipmi_rs::{Ipmi, IpmiError};
 use relay::{Failure, Relay, Tries};
+use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
@@ -77,10 +81,10 @@ impl Default for IpmiSettings {
 
 /// One lock per BMC (address and port), shared by every driver for it.
 #[derive(Clone, Default)]
-pub(super) struct BmcLocks(Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>);
+pub(crate) struct BmcLocks(Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>);
 
 impl BmcLocks {
-    pub(super) fn get(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+    pub(crate) fn get(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut all = self.0.lock().unwrap_or_else(|p| p.into_inner());
         // Forget locks nobody holds or waits for.
         all.retain(|_, l| Arc::strong_count(l) > 1);
@@ -264,7 +268,8 @@ impl BmcDriver for IpmiDriver {
         self.run(move |s| s.call(c)).await
     }
 
-    async fn set_boot_device(&self, device: BootDevice, persistent: bool) -> Result<(), BmcError> {
+    async fn set_boot(&self, boot: BootOverride) -> Result<(), BmcError> {
+        let (device, persistent, mode) = (boot.device, boot.persistent, boot.mode);
         let device = match device {
             BootDevice::Pxe => BootSelector::Pxe,
             BootDevice::Disk => BootSelector::Disk,
@@ -279,10 +284,41 @@ impl BmcDriver for IpmiDriver {
         let flags = SetBootFlags {
             device,
             persistent,
-            efi: self.endpoint.settings.firmware_boot == FirmwareBoot::Uefi,
+            efi: mode.unwrap_or(self.endpoint.settings.firmware_boot) == FirmwareBoot::Uefi,
         };
         self.run(move |s| s.call(flags)).await
     }
+
+    async fn bios(&self) -> Result<BiosSettings, BmcError> {
+        Err(unsupported("BIOS settings are"))
+    }
+
+    async fn set_bios(&self, _changes: &Map<String, Value>) -> Result<(), BmcError> {
+        Err(unsupported("BIOS settings are"))
+    }
+
+    async fn raid_volumes(&self) -> Result<Vec<RaidVolume>, BmcError> {
+        Err(unsupported("RAID volumes are"))
+    }
+
+    async fn create_volume(&self, _spec: &VolumeSpec) -> Result<RaidVolume, BmcError> {
+        Err(unsupported("RAID volumes are"))
+    }
+
+    async fn delete_volume(&self, _id: &str) -> Result<(), BmcError> {
+        Err(unsupported("RAID volumes are"))
+    }
+
+    async fn inventory(&self) -> Result<BmcInventory, BmcError> {
+        Err(unsupported("out-of-band inventories are"))
+    }
+}
+
+/// What IPMI has no standard command for.
+fn unsupported(what: &str) -> BmcError {
+    BmcError::Unsupported(format!(
+        "{what} not supported by IPMI; use the redfish driver for this machine"
+    ))
 }
 
 /// An open session, inside `spawn_blocking`.
@@ -613,5 +649,30 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(e, BmcError::Unsupported(_)), "{e}");
+    }
+
+    #[tokio::test]
+    async fn bios_and_raid_are_refused_as_not_supported_by_ipmi() {
+        let d = IpmiDriver::new(
+            &target("admin", "x"),
+            IpmiSettings::default(),
+            Arc::new(tokio::sync::Mutex::new(())),
+        )
+        .unwrap();
+        let e = d.set_bios(&Map::new()).await.unwrap_err();
+        assert_eq!(
+            e,
+            BmcError::Unsupported(
+                "BIOS settings are not supported by IPMI; use the redfish driver for this machine"
+                    .into()
+            )
+        );
+        let e = d.create_volume(&VolumeSpec::default()).await.unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("RAID volumes are not supported by IPMI"),
+            "{e}"
+        );
+        assert!(matches!(d.inventory().await, Err(BmcError::Unsupported(_))));
     }
 }

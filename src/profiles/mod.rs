@@ -11,6 +11,10 @@ pub mod profile;
 
 pub use profile::{Profile, ProfileError, Verdict, evaluate, load_dir};
 
+/// The profile set in force, shared by the API (which replaces it whole on a
+/// reload) and the conductor (which reads a node's BIOS and RAID settings).
+pub type SharedProfiles = std::sync::Arc<std::sync::RwLock<std::sync::Arc<Vec<Profile>>>>;
+
 use matcher::Fact;
 use serde_json::Value;
 

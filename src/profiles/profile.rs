@@ -19,9 +19,12 @@
 //! match = { serial = "CZ3404YWNN" }   # keys are the specs' $$ variables
 //! hostname = "compute-special"
 //! addresses = { provisioning = "10.0.1.5" }
-//! [bios]                               # free-form tables for later phases
-//! [raid]
-//! [root_disk]
+//! [bios]                               # BIOS attributes, set and verified while cleaning
+//! ProcVirtualization = "Enabled"
+//! [raid]                               # one volume, made while cleaning:
+//! level = "1"                          # 0 1 5 6 10 50 60; and disks = N (free disks)
+//! disks = 2                            # or drives = ["id", ...]; capacity_bytes, name
+//! [root_disk]                          # free-form, for later phases
 //! ```
 //!
 //! A broken file is refused with its path, line and reason; [`load_dir`]

@@ -1,0 +1,337 @@
+//! A node's BMC, directly: power, boot device, BIOS attributes, RAID volumes
+//! and the BMC's own inventory, under `/v1/nodes/{id}/...`.
+//!
+//! Reads need any token; changes need an admin token (as every non-GET
+//! request) and are refused with `409 power_owned` while racklift itself
+//! drives the machine (a node in a step: verifying, inspecting, cleaning,
+//! deploying, configuring). Every change, done or failed, is recorded as a
+//! node event (kind `bmc`). BMC failures map to stable codes: `bmc_unreachable` (502, worth
+//! retrying), `bmc_auth` (502), `bmc_refused` (502, the BMC's own message),
+//! `bmc_unsupported` (422).
+
+use super::nodes::actor;
+use super::{ApiError, ApiJson, AppState};
+use crate::bmc::{
+    BiosSettings, BmcDriver, BmcError, BmcInventory, BootDevice, BootOverride, FirmwareBoot,
+    PowerAction, RaidVolume, VolumeSpec,
+};
+use crate::conductor::driver_for_record;
+use crate::store::NodeRecord;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+impl From<BmcError> for ApiError {
+    fn from(e: BmcError) -> Self {
+        let (status, code) = match &e {
+            BmcError::Transient { .. } => (StatusCode::BAD_GATEWAY, "bmc_unreachable"),
+            BmcError::Auth { .. } => (StatusCode::BAD_GATEWAY, "bmc_auth"),
+            BmcError::Refused { .. } => (StatusCode::BAD_GATEWAY, "bmc_refused"),
+            BmcError::Unsupported(_) => (StatusCode::UNPROCESSABLE_ENTITY, "bmc_unsupported"),
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+/// The node's record and its driver; for a change, refused while racklift owns the power.
+async fn node_driver(
+    app: &AppState,
+    id: &str,
+    change: bool,
+) -> Result<(NodeRecord, Box<dyn BmcDriver>), ApiError> {
+    let rec = app.store.get_record(id).await?;
+    if change && rec.node.state.is_transient() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "power_owned",
+            format!(
+                "node '{}' is {}: racklift drives its BMC until that step ends; wait for it or abort it first",
+                rec.node.name, rec.node.state
+            ),
+        ));
+    }
+    let d = driver_for_record(&app.store, &app.drivers, &rec)?;
+    if d.is_manual() && change {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bmc_unsupported",
+            format!("node '{}' has no BMC (driver 'none')", rec.node.name),
+        ));
+    }
+    Ok((rec, d))
+}
+
+/// Records what a change came to as a node event: `done(result)`, or
+/// "`asked` failed: why"; passes the result on.
+async fn record<T>(
+    app: &AppState,
+    rec: &NodeRecord,
+    headers: &HeaderMap,
+    asked: &str,
+    r: Result<T, BmcError>,
+    done: impl FnOnce(&T) -> String,
+) -> Result<T, ApiError> {
+    let text = match &r {
+        Ok(v) => done(v),
+        Err(e) => format!("{asked} failed: {e}"),
+    };
+    if let Err(e) = app
+        .store
+        .log_event(rec.node.id, "bmc", &actor(headers), &text)
+        .await
+    {
+        tracing::warn!(error = %e, "recording an event failed");
+    }
+    Ok(r?)
+}
+
+/// A power state as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct PowerView {
+    /// `on`, `off` or `unknown`.
+    power_state: String,
+}
+
+/// A power command.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PowerBody {
+    /// `on`, `off` (hard), `soft_off` (ACPI shutdown), `reset` or `cycle`.
+    action: String,
+}
+
+#[utoipa::path(get, path = "/v1/nodes/{id}/power", params(("id" = String, Path, description = "UUID or name")),
+    responses((status = 200, body = PowerView, description = "Read from the BMC now, and recorded"), (status = 502, description = "The BMC failed")),
+    security(("bearer" = [])))]
+pub(super) async fn power_status(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<PowerView>, ApiError> {
+    let (rec, d) = node_driver(&app, &id, false).await?;
+    let p = d.power_state().await?;
+    if p != crate::bmc::PowerState::Unknown {
+        app.store
+            .set_power_state(rec.node.id, p.as_str(), "api")
+            .await?;
+    }
+    Ok(Json(PowerView {
+        power_state: p.as_str().into(),
+    }))
+}
+
+#[utoipa::path(post, path = "/v1/nodes/{id}/power", request_body = PowerBody, params(("id" = String, Path, description = "UUID or name")),
+    responses((status = 200, body = PowerView, description = "Done; the state read afterwards"), (status = 409, description = "racklift drives this node's power now (power_owned)"), (status = 502, description = "The BMC failed")),
+    security(("bearer" = [])))]
+pub(super) async fn power(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<PowerBody>,
+) -> Result<Json<PowerView>, ApiError> {
+    let action: PowerAction = body
+        .action
+        .parse()
+        .map_err(|e: String| ApiError::bad_request("invalid_field", format!("action: {e}")))?;
+    let (rec, d) = node_driver(&app, &id, true).await?;
+    let asked = format!("power {}", body.action);
+    let r = d.power(action).await;
+    record(&app, &rec, &headers, &asked, r, |_| asked.clone()).await?;
+    let p = d.power_state().await?;
+    if p != crate::bmc::PowerState::Unknown {
+        app.store
+            .set_power_state(rec.node.id, p.as_str(), &actor(&headers))
+            .await?;
+    }
+    Ok(Json(PowerView {
+        power_state: p.as_str().into(),
+    }))
+}
+
+/// A boot device request.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct BootBody {
+    /// `pxe`, `disk`, `cd` or `uefi_http`.
+    device: BootDevice,
+    /// For every boot (default: the next boot only).
+    #[serde(default)]
+    persistent: bool,
+    /// `uefi` or `legacy` (default: leave the BMC's mode).
+    mode: Option<String>,
+}
+
+#[utoipa::path(post, path = "/v1/nodes/{id}/boot-device", request_body = BootBody, params(("id" = String, Path, description = "UUID or name")),
+    responses((status = 204, description = "Set"), (status = 409, description = "racklift drives this node's BMC now (power_owned)"), (status = 422, description = "The BMC cannot boot that way")),
+    security(("bearer" = [])))]
+pub(super) async fn boot_device(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<BootBody>,
+) -> Result<StatusCode, ApiError> {
+    let mode = match body.mode.as_deref() {
+        None => None,
+        Some("uefi") => Some(FirmwareBoot::Uefi),
+        Some("legacy") => Some(FirmwareBoot::Legacy),
+        Some(o) => {
+            return Err(ApiError::bad_request(
+                "invalid_field",
+                format!("mode: '{o}' is not 'uefi' or 'legacy'"),
+            ));
+        }
+    };
+    let (rec, d) = node_driver(&app, &id, true).await?;
+    let asked = format!(
+        "boot device {} ({}{})",
+        serde_json::to_value(body.device)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
+        if body.persistent {
+            "persistent"
+        } else {
+            "once"
+        },
+        body.mode.map(|m| format!(", {m}")).unwrap_or_default()
+    );
+    let r = d
+        .set_boot(BootOverride {
+            device: body.device,
+            persistent: body.persistent,
+            mode,
+        })
+        .await;
+    record(&app, &rec, &headers, &asked, r, |_| asked.clone()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/v1/nodes/{id}/bios", params(("id" = String, Path, description = "UUID or name")),
+    responses((status = 200, body = BiosSettings), (status = 422, description = "The driver has no BIOS settings (IPMI)")),
+    security(("bearer" = [])))]
+pub(super) async fn bios(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<BiosSettings>, ApiError> {
+    let (_, d) = node_driver(&app, &id, false).await?;
+    Ok(Json(d.bios().await?))
+}
+
+/// BIOS attributes to change.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct BiosBody {
+    /// Attribute names and values, e.g. `{"ProcVirtualization": "Enabled"}`.
+    #[schema(value_type = Object)]
+    attributes: Map<String, Value>,
+}
+
+#[utoipa::path(patch, path = "/v1/nodes/{id}/bios", request_body = BiosBody, params(("id" = String, Path, description = "UUID or name")),
+    responses((status = 202, body = BiosSettings, description = "Pending: applied at the next boot"), (status = 409, description = "racklift drives this node's BMC now (power_owned)")),
+    security(("bearer" = [])))]
+pub(super) async fn set_bios(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<BiosBody>,
+) -> Result<(StatusCode, Json<BiosSettings>), ApiError> {
+    if body.attributes.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            "attributes: give at least one, e.g. {\"attributes\": {\"ProcVirtualization\": \"Enabled\"}}",
+        ));
+    }
+    let (rec, d) = node_driver(&app, &id, true).await?;
+    let attrs = Value::Object(body.attributes.clone());
+    let r = d.set_bios(&body.attributes).await;
+    record(
+        &app,
+        &rec,
+        &headers,
+        &format!("BIOS settings {attrs}"),
+        r,
+        |_| format!("BIOS settings set, applied at the next boot: {attrs}"),
+    )
+    .await?;
+    Ok((StatusCode::ACCEPTED, Json(d.bios().await?)))
+}
+
+/// A node's RAID volumes.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct RaidView {
+    volumes: Vec<RaidVolume>,
+}
+
+#[utoipa::path(get, path = "/v1/nodes/{id}/raid", params(("id" = String, Path, description = "UUID or name")),
+    responses((status = 200, body = RaidView), (status = 422, description = "The driver has no RAID (IPMI)")),
+    security(("bearer" = [])))]
+pub(super) async fn raid(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<RaidView>, ApiError> {
+    let (_, d) = node_driver(&app, &id, false).await?;
+    Ok(Json(RaidView {
+        volumes: d.raid_volumes().await?,
+    }))
+}
+
+#[utoipa::path(post, path = "/v1/nodes/{id}/raid", request_body = VolumeSpec, params(("id" = String, Path, description = "UUID or name")),
+    responses((status = 201, body = RaidVolume), (status = 400, description = "Bad level or neither disks nor size"), (status = 409, description = "racklift drives this node's BMC now (power_owned)")),
+    security(("bearer" = [])))]
+pub(super) async fn create_volume(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ApiJson(spec): ApiJson<VolumeSpec>,
+) -> Result<(StatusCode, Json<RaidVolume>), ApiError> {
+    spec.check()
+        .map_err(|e| ApiError::bad_request("invalid_field", e.to_string()))?;
+    let (rec, d) = node_driver(&app, &id, true).await?;
+    let r = d.create_volume(&spec).await;
+    let asked = format!("RAID volume {} on {}", spec.level, spec.drives.join(", "));
+    let v = record(&app, &rec, &headers, &asked, r, |v| {
+        format!(
+            "RAID volume '{}' created: {} on {}",
+            v.id,
+            v.level.as_deref().unwrap_or("?"),
+            v.drives.join(", ")
+        )
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(v)))
+}
+
+#[utoipa::path(delete, path = "/v1/nodes/{id}/raid/{volume}", params(("id" = String, Path, description = "UUID or name"), ("volume" = String, Path, description = "Volume id")),
+    responses((status = 204, description = "Deleted"), (status = 409, description = "racklift drives this node's BMC now (power_owned)")),
+    security(("bearer" = [])))]
+pub(super) async fn delete_volume(
+    State(app): State<AppState>,
+    Path((id, volume)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let (rec, d) = node_driver(&app, &id, true).await?;
+    let r = d.delete_volume(&volume).await;
+    record(
+        &app,
+        &rec,
+        &headers,
+        &format!("deleting RAID volume '{volume}'"),
+        r,
+        |_| format!("RAID volume '{volume}' deleted"),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/v1/nodes/{id}/bmc-inventory", params(("id" = String, Path, description = "UUID or name")),
+    responses((status = 200, body = BmcInventory), (status = 422, description = "The driver has no inventory (IPMI)")),
+    security(("bearer" = [])))]
+pub(super) async fn inventory(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<BmcInventory>, ApiError> {
+    let (_, d) = node_driver(&app, &id, false).await?;
+    Ok(Json(d.inventory().await?))
+}
