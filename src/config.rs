@@ -87,7 +87,16 @@ struct Wire {
     #[serde(default)]
     tftp: WireTftp,
     #[serde(default)]
+    discovery: WireDiscovery,
+    #[serde(default)]
     log: WireLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireDiscovery {
+    enabled: Option<bool>,
+    token_ttl: Option<HumanDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -184,7 +193,26 @@ pub struct Config {
     pub profiles_dir: PathBuf,
     pub dhcp_enabled: bool,
     pub tftp: TftpConfig,
+    pub discovery: DiscoveryConfig,
     pub log: LogConfig,
+}
+
+/// Discovery: machines no node has get the ramdisk and enrol themselves.
+#[derive(Debug, Clone)]
+pub struct DiscoveryConfig {
+    pub enabled: bool,
+    /// How long a discovery token stays valid (one enrolment each).
+    pub token_ttl: Duration,
+}
+
+impl Config {
+    /// Whether a machine no node has, asking from `client`, is offered the
+    /// discovery ramdisk. One switch today; the single place to consult, so a
+    /// per-subnet setting can answer here later.
+    pub fn discovery_enabled_for(&self, client: Option<std::net::IpAddr>) -> bool {
+        let _ = client;
+        self.discovery.enabled
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -513,6 +541,14 @@ fn validate(w: Wire) -> Result<Config, ConfigError> {
         },
         profiles_dir: w.profiles.dir.unwrap_or_else(|| PathBuf::from("profiles")),
         dhcp_enabled: w.dhcp.enabled.unwrap_or(false),
+        discovery: DiscoveryConfig {
+            enabled: w.discovery.enabled.unwrap_or(false),
+            token_ttl: w
+                .discovery
+                .token_ttl
+                .map(|h| h.0)
+                .unwrap_or(Duration::from_secs(3600)),
+        },
         tftp,
         log: LogConfig { level, json },
     })
@@ -590,6 +626,8 @@ mod tests {
         assert_eq!(c.boot.token_ttl, d.boot.token_ttl);
         assert_eq!(c.tftp.listen, d.tftp.listen);
         assert_eq!(c.tftp.enabled, d.tftp.enabled);
+        assert_eq!(c.discovery.enabled, d.discovery.enabled);
+        assert_eq!(c.discovery.token_ttl, d.discovery.token_ttl);
     }
 
     #[test]

@@ -133,7 +133,11 @@ pub async fn start(cfg: Config, listener: TcpListener) -> anyhow::Result<Running
     );
     let mut sd = rx.clone();
     tasks.push(tokio::spawn(async move {
-        let serve = axum::serve(listener, router(app)).with_graceful_shutdown(async move {
+        let serve = axum::serve(
+            listener,
+            router(app).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
             let _ = sd.wait_for(|s| *s).await;
         });
         if let Err(e) = serve.await {
