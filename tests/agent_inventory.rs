@@ -1,5 +1,5 @@
-//! racklift-agent's collectors on captured machines: a QEMU VM (captured from
-//! the real ramdisk with `racklift.capture`) and a two-socket server with
+//! racklift-agent's collectors on captured machines: QEMU VMs under SeaBIOS
+//! and OVMF (captured from the real ramdisk with `racklift.capture`) and a two-socket server with
 //! NVMe, a RAID volume and bonded NICs (built by make-server-fixture.py). Each
 //! must give exactly its expected inventory, and facts the profiles can match.
 
@@ -48,6 +48,20 @@ fn qemu_vm_inventory_is_exact() {
     assert_eq!(inv.boot_mac(), Some("52:54:00:12:34:01"));
     assert_eq!(inv.nics[1].driver.as_deref(), Some("e1000"));
     assert!(inv.bmc.is_none());
+}
+
+#[test]
+fn qemu_uefi_vm_inventory_is_exact() {
+    let inv = collected("qemu-ovmf", "01-52-54-00-12-34-01");
+    assert_eq!(inv, expected("qemu-ovmf"));
+    assert_eq!(
+        (inv.system.boot_mode.as_str(), inv.system.secure_boot),
+        ("uefi", Some(false))
+    );
+    assert_eq!(
+        inv.system.bios_vendor.as_deref(),
+        Some("EFI Development Kit II / OVMF")
+    );
 }
 
 #[test]

@@ -35,7 +35,7 @@ pub fn pg_admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
-fn in_ci() -> bool {
+pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
 }
 
@@ -123,11 +123,14 @@ impl TestServer {
         Some(s)
     }
 
-    /// (Re)starts the server process on the same data.
+    /// (Re)starts the server process on the same data (and the same port).
     pub async fn boot(&mut self) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let addr = self
+            .url
+            .strip_prefix("http://")
+            .unwrap_or("127.0.0.1:0")
+            .to_string();
+        let listener = tokio::net::TcpListener::bind(&addr).await.expect("bind");
         let running = racklift::server::start(self.cfg.clone(), listener)
             .await
             .expect("server starts");
