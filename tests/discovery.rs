@@ -254,6 +254,7 @@ async fn reinspection_records_what_changed(s: &TestServer) {
     assert_eq!(s.act("vm-1", "manage").await.0, 202);
     s.wait_state("vm-1", "manageable").await;
     let before = fixture_inventory("qemu-seabios", "01-52-54-00-12-34-01");
+    let mut tokens = Vec::new();
     for inv in [before.clone(), {
         let mut after = before.clone();
         after.disks.truncate(1);
@@ -270,7 +271,24 @@ async fn reinspection_records_what_changed(s: &TestServer) {
         let out = run_agent(s, &token, inv).await.expect("agent run");
         assert_eq!(out.command, Command::PowerOff);
         s.wait_state("vm-1", "manageable").await;
+        tokens.push(token);
     }
+    // Late log lines of the last boot are kept; an earlier boot's token is refused.
+    let line = json!({"lines": ["powering off"]});
+    assert_eq!(
+        s.agent(&tokens[1], "/v1/agent/log", line.clone()).await.0,
+        202
+    );
+    assert_eq!(
+        s.agent(&tokens[0], "/v1/agent/log", line.clone()).await.0,
+        401
+    );
+    assert_eq!(
+        s.agent(&tokens[1], "/v1/agent/heartbeat", json!({}))
+            .await
+            .0,
+        401
+    );
     let events = s.events("vm-1").await;
     let changed: Vec<&str> = events
         .iter()

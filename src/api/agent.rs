@@ -119,10 +119,23 @@ enum Caller {
     Boot(AgentAuth),
     /// A machine discovered at boot (enrolled once its inventory is in).
     Discovery(DiscoveryAuth),
+    /// A node's boot whose step has ended (accepted for log lines only).
+    Ended(uuid::Uuid),
 }
 
 /// Checks the agent's token; refusals are logged and counted.
 async fn agent(app: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    agent_for(app, headers, false).await
+}
+
+/// Like [`agent`]; with `after_end`, a boot token whose step has ended (but
+/// which has not expired) still speaks for its node: the agent's last log
+/// lines can arrive after the server finished the step.
+async fn agent_for(
+    app: &AppState,
+    headers: &HeaderMap,
+    after_end: bool,
+) -> Result<Caller, ApiError> {
     let Some(token) = bearer(headers) else {
         return Err(ApiError::unauthorized(
             "agent requests carry 'Authorization: Bearer <racklift.token from the kernel command line>'",
@@ -134,7 +147,17 @@ async fn agent(app: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> 
             .await?
             .map(Caller::Discovery)
     } else {
-        app.store.check_agent_token(token).await?.map(Caller::Boot)
+        match app.store.check_agent_token(token).await? {
+            Err(crate::store::AgentTokenError::Ended) if after_end => {
+                match app.store.agent_token_node(token).await? {
+                    Some(node_id) => {
+                        return Ok(Caller::Ended(node_id));
+                    }
+                    None => Err(crate::store::AgentTokenError::Unknown),
+                }
+            }
+            other => other.map(Caller::Boot),
+        }
     };
     checked.map_err(|why| {
         app.metrics.count("agent_token_refused");
@@ -188,6 +211,11 @@ pub(super) async fn inventory(
     let auth = match caller {
         Caller::Boot(a) => a,
         Caller::Discovery(d) => return discovered(&app, d, &body.inventory, parsed, &facts).await,
+        Caller::Ended(_) => {
+            return Err(ApiError::unauthorized(
+                "agent token belongs to a boot that has ended",
+            ));
+        }
     };
     let step = app
         .store
@@ -516,7 +544,7 @@ pub(super) async fn log(
     headers: HeaderMap,
     ApiJson(body): ApiJson<LogBody>,
 ) -> Result<StatusCode, ApiError> {
-    let caller = agent(&app, &headers).await?;
+    let caller = agent_for(&app, &headers, true).await?;
     if body.lines.len() > 200 {
         return Err(ApiError::bad_request(
             "invalid_body",
@@ -526,6 +554,7 @@ pub(super) async fn log(
     let node_id = match &caller {
         Caller::Boot(a) => Some(a.node_id),
         Caller::Discovery(d) => d.node_id,
+        Caller::Ended(id) => Some(*id),
     };
     for line in body.lines {
         let line: String = line.chars().take(1000).collect();

@@ -234,6 +234,24 @@ impl Store {
         }))
     }
 
+    /// The node of an unexpired agent token whose boot was the node's last
+    /// one, whatever its step's state (a later boot makes it worthless).
+    pub async fn agent_token_node(&self, text: &str) -> Result<Option<Uuid>> {
+        let row = sqlx::query(
+            "SELECT t.node_id FROM agent_tokens t WHERE t.hash = $1 AND t.expires_at >= $2 \
+             AND t.step_id = (SELECT MAX(s.id) FROM steps s WHERE s.node_id = t.node_id)",
+        )
+        .bind(hash_token(text))
+        .bind(now_ms())
+        .fetch_optional(&self.read)
+        .await?;
+        row.map(|r| {
+            let n: String = r.try_get("node_id")?;
+            Uuid::parse_str(&n).map_err(|e| StoreError::Corrupt(e.to_string()))
+        })
+        .transpose()
+    }
+
     /// Mints a discovery token for a machine that booted from `mac`, valid for
     /// `ttl`; the machine's earlier unused tokens are dropped, as are expired ones.
     pub async fn mint_discovery_token(&self, mac: &str, ttl: Duration) -> Result<String> {
