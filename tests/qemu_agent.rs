@@ -29,7 +29,7 @@ const MAC1: &str = "52:54:00:5a:00:01";
 const MAC2: &str = "52:54:00:5a:00:02";
 
 /// One VM at a time: two TCG guests on a small machine starve each other.
-static ONE_VM: Mutex<()> = Mutex::new(());
+static ONE_VM: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 struct Ramdisk {
     kernel: PathBuf,
@@ -269,7 +269,7 @@ async fn inspection_of_a_seabios_vm() {
     let Some(r) = prerequisites(false) else {
         return;
     };
-    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_VM.lock().await;
     let Some(s) = TestServer::start(common::Backend::Sqlite, |c| {
         c.conductor.timeouts.inspect = VM_TIMEOUT;
     })
@@ -310,7 +310,7 @@ async fn inspection_of_a_seabios_vm() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovery_of_a_uefi_vm() {
     let Some(r) = prerequisites(true) else { return };
-    let _one = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_VM.lock().await;
     let Some(s) = TestServer::start(common::Backend::Sqlite, |c| c.discovery.enabled = true).await
     else {
         return;
