@@ -141,13 +141,15 @@ export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
-echo "racklift-ramdisk: init started"
+uptime_s() { cut -d' ' -f1 /proc/uptime; }
+echo "racklift-ramdisk: init started (uptime $(uptime_s) s)"
 while read -r m; do
   case "$m" in
     */bonding.ko) insmod "/lib/modules/$m" max_bonds=0 2>/dev/null ;;
     *) insmod "/lib/modules/$m" 2>/dev/null ;;
   esac
 done < /lib/modules/load-order
+echo "racklift-ramdisk: drivers loaded (uptime $(uptime_s) s)"
 [ -d /sys/firmware/efi/efivars ] && mount -t efivarfs efivarfs /sys/firmware/efi/efivars 2>/dev/null
 mdev -s 2>/dev/null
 ip link set lo up
@@ -172,7 +174,7 @@ up=""
 for n in $nics; do
   if udhcpc -i "$n" -n -q -t 4 -T 2 -s /usr/share/udhcpc/default.script >/dev/null 2>&1; then up=$n; break; fi
 done
-echo "racklift-ramdisk: network ${up:-not configured} ($(ip -4 -o addr show dev "${up:-lo}" | awk '{print $4}'))"
+echo "racklift-ramdisk: network ${up:-not configured} ($(ip -4 -o addr show dev "${up:-lo}" | awk '{print $4}'), uptime $(uptime_s) s)"
 if grep -qw racklift.capture /proc/cmdline; then
   # Fixture capture: every file the agent reads, as a base64 tar.gz on the console.
   racklift-agent --capture /tmp/capture --print > /dev/null

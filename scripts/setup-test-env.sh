@@ -7,7 +7,10 @@
 # OpenIPMI's `ipmi_sim` with `ipmitool` (the IPMI driver's tests and benchmark
 # start their own simulated BMCs on loopback; nothing runs as a service); and
 # the TFTP peers of tests/tftp.rs and benches/tftp.rs (atftp, curl, tftpd-hpa;
-# the tftpd-hpa service is not started: the bench runs in.tftpd itself).
+# the tftpd-hpa service is not started: the bench runs in.tftpd itself); and
+# for tests/qemu_agent.rs, QEMU with SeaBIOS and OVMF plus the inventory
+# ramdisk built by boot-assets/build-ramdisk.sh (cached: a re-run with
+# nothing changed takes seconds).
 set -euo pipefail
 
 log() { printf 'setup: %s\n' "$*" >&2; }
@@ -32,6 +35,16 @@ apt_install openipmi ipmitool
 
 # --- TFTP clients and the peer server ---------------------------------------
 apt_install atftp curl tftpd-hpa
+
+# --- QEMU and the inventory ramdisk ----------------------------------------
+# (qemu-utils is left out on purpose: it conflicts with a backport some
+# machines carry; the tests use sparse raw disks.)
+apt_install qemu-system-x86 ovmf busybox-static cpio zstd kmod binutils
+if ! apt-cache policy linux-image-amd64 | grep -q 'Candidate: [0-9]'; then
+  apt-get update -qq
+fi
+log "building the inventory ramdisk"
+bash "$(dirname "$0")/../boot-assets/build-ramdisk.sh"
 
 # --- PostgreSQL ------------------------------------------------------------
 if ! command -v pg_lsclusters >/dev/null 2>&1 || [ -z "$(ls /etc/postgresql 2>/dev/null)" ]; then

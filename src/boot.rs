@@ -51,7 +51,7 @@ fn retry(msg: &str, mac: MacAddr, api_url: &str) -> String {
 fn ramdisk(who: &str, token: &str, mac: MacAddr, p: &RamdiskParams<'_>) -> String {
     let bootif = format!("01-{}", mac.to_string().replace(':', "-"));
     format!(
-        "#!ipxe\necho racklift: {who} boots the racklift ramdisk\n\
+        "#!ipxe\necho racklift: {who}\n\
          kernel {kernel} initrd=initrd.img racklift.api={api} racklift.token={token} BOOTIF={bootif} {args} || goto failed\n\
          initrd --name initrd.img {initrd} || goto failed\n\
          boot || goto failed\n\
@@ -84,7 +84,7 @@ pub fn script(view: &BootView, mac: MacAddr, p: &RamdiskParams<'_>) -> String {
             "#!ipxe\necho racklift: node {name} boots from its local disk\nsanboot --no-describe --drive 0x80 || exit\n"
         ),
         BootView::Discover { token } => ramdisk(
-            &format!("{mac} is not enrolled: discovering it"),
+            &format!("{mac} is not enrolled: it boots the racklift ramdisk to be discovered"),
             token,
             mac,
             p,
@@ -94,7 +94,12 @@ pub fn script(view: &BootView, mac: MacAddr, p: &RamdiskParams<'_>) -> String {
             state,
             token: Some(token),
             ..
-        } => ramdisk(&format!("node {name} ({state})"), token, mac, p),
+        } => ramdisk(
+            &format!("node {name} ({state}) boots the racklift ramdisk"),
+            token,
+            mac,
+            p,
+        ),
         BootView::Node {
             name,
             state,
@@ -164,7 +169,8 @@ mod tests {
             &P,
         );
         assert!(
-            d.contains("not enrolled: discovering it") && d.contains("racklift.token=rld_x"),
+            d.contains("not enrolled: it boots the racklift ramdisk to be discovered")
+                && d.contains("racklift.token=rld_x"),
             "{d}"
         );
         let idle = script(&node(State::Manageable, false, None), mac(), &P);

@@ -150,6 +150,7 @@ struct WireBoot {
     initrd_url: Option<String>,
     kernel_args: Option<String>,
     token_ttl: Option<HumanDuration>,
+    ramdisk_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -274,6 +275,8 @@ pub struct BootConfig {
     pub initrd_url: String,
     pub kernel_args: String,
     pub token_ttl: Duration,
+    /// Where `vmlinuz` and `initrd.img` are, served under `/assets/ramdisk/`.
+    pub ramdisk_dir: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -538,6 +541,10 @@ fn validate(w: Wire) -> Result<Config, ConfigError> {
                 .token_ttl
                 .map(|h| h.0)
                 .unwrap_or(Duration::from_secs(7200)),
+            ramdisk_dir: w
+                .boot
+                .ramdisk_dir
+                .unwrap_or_else(|| PathBuf::from("boot-assets/ramdisk")),
         },
         profiles_dir: w.profiles.dir.unwrap_or_else(|| PathBuf::from("profiles")),
         dhcp_enabled: w.dhcp.enabled.unwrap_or(false),

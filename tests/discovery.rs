@@ -52,7 +52,7 @@ fn with_discovery_and_profiles(cfg: &mut racklift::config::Config) {
 
 async fn discovery_token(s: &TestServer, mac: &str) -> String {
     let script = s.boot_script(mac).await;
-    assert!(script.contains("discovering it"), "{script}");
+    assert!(script.contains("to be discovered"), "{script}");
     script
         .split_whitespace()
         .find_map(|w| w.strip_prefix("racklift.token="))
@@ -308,3 +308,44 @@ async fn reinspection_records_what_changed(s: &TestServer) {
     assert!(!facts.as_array().unwrap().iter().any(|f| f[1] == "vdb"));
 }
 on_both_backends!(reinspection_records_what_changed);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ramdisk_is_served_where_the_boot_script_points() {
+    let files = tempfile::tempdir().unwrap();
+    std::fs::write(files.path().join("vmlinuz"), b"kernel image").unwrap();
+    let dir = files.path().to_path_buf();
+    let Some(s) = TestServer::start(common::Backend::Sqlite, move |c| {
+        c.discovery.enabled = true;
+        c.boot.ramdisk_dir = dir;
+    })
+    .await
+    else {
+        return;
+    };
+    let script = s.boot_script(VM_MAC).await;
+    assert!(
+        script.contains("/assets/ramdisk/vmlinuz initrd=initrd.img"),
+        "{script}"
+    );
+    let get = |path: &str| s.http.get(format!("{}{path}", s.url)).send();
+    let r = get("/assets/ramdisk/vmlinuz").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"kernel image");
+    // Replaced on disk: the new file is served.
+    std::fs::write(files.path().join("vmlinuz"), b"newer kernel image").unwrap();
+    let r = get("/assets/ramdisk/vmlinuz").await.unwrap();
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"newer kernel image");
+    let r = get("/assets/ramdisk/initrd.img").await.unwrap();
+    assert_eq!(r.status(), 404);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("build-ramdisk.sh"),
+        "{v}"
+    );
+    let r = get("/assets/ramdisk/..%2Fsecret.key").await.unwrap();
+    assert_eq!(r.status(), 404);
+    s.finish().await;
+}

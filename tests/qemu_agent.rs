@@ -243,6 +243,24 @@ fn check_inventory(inv: &Value, boot_mode: &str) {
     assert_eq!(inv["system"]["boot_mode"], boot_mode);
 }
 
+/// The node's events once the agent's own account of its run is among them
+/// (its log lines may land after the node's state changed).
+async fn agent_lines(vm: &mut Vm, s: &TestServer, node: &str) -> Vec<Value> {
+    vm.until("the agent's log lines", async || {
+        let events = s.events(node).await;
+        events
+            .iter()
+            .any(|e| {
+                e["kind"] == "agent"
+                    && e["reason"]
+                        .as_str()
+                        .is_some_and(|r| r.starts_with("inventory stored"))
+            })
+            .then_some(events)
+    })
+    .await
+}
+
 /// Prints the figures of one boot.
 fn report(label: &str, vm: &Vm, stored: Duration, inv: &Value, events: &[Value]) {
     let agent_line = events
@@ -251,9 +269,12 @@ fn report(label: &str, vm: &Vm, stored: Duration, inv: &Value, events: &[Value])
         .find(|r| r.starts_with("inventory stored"))
         .unwrap_or("(no agent line)");
     eprintln!(
-        "{label}: init at {:.1} s, network at {:.1} s, inventory stored at {:.1} s after QEMU start; \
-         agent: collection {} ms; {agent_line}",
+        "{label}: init at {:.1} s, drivers at {:.1} s, network at {:.1} s, inventory stored at {:.1} s \
+         after QEMU start; agent: collection {} ms; {agent_line}",
         vm.seen("racklift-ramdisk: init started")
+            .unwrap_or_default()
+            .as_secs_f64(),
+        vm.seen("racklift-ramdisk: drivers loaded")
             .unwrap_or_default()
             .as_secs_f64(),
         vm.seen("racklift-ramdisk: network")
@@ -301,7 +322,7 @@ async fn inspection_of_a_seabios_vm() {
         (s.node("vm-bios").await["state"] == "manageable").then_some(())
     })
     .await;
-    let events = s.events("vm-bios").await;
+    let events = agent_lines(&mut vm, &s, "vm-bios").await;
     report("SeaBIOS", &vm, stored, &inv, &events);
     drop(vm);
     s.finish().await;
@@ -336,8 +357,8 @@ async fn discovery_of_a_uefi_vm() {
     assert_eq!(n["state"], "enrolled");
     assert_eq!(n["macs"], json!([MAC1, MAC2]));
     // Enrolled: the agent is told to power off, and the VM does.
+    let events = agent_lines(&mut vm, &s, "rl-vm-uefi").await;
     vm.powered_off().await;
-    let events = s.events("rl-vm-uefi").await;
     report("OVMF", &vm, stored, &inv, &events);
     drop(vm);
     s.finish().await;

@@ -6,6 +6,7 @@
 //! malformed bodies are refused before anything is written.
 
 mod agent;
+mod assets;
 mod error;
 mod events;
 mod nodes;
@@ -170,6 +171,7 @@ pub fn router(app: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/v1/openapi.json", get(openapi::serve))
         .route("/boot.ipxe", get(agent::boot_script))
+        .route("/assets/ramdisk/{file}", get(assets::ramdisk))
         .route("/v1/agent/inventory", post(agent::inventory))
         .route("/v1/agent/status", post(agent::status))
         .route("/v1/agent/heartbeat", post(agent::heartbeat))

@@ -1,6 +1,6 @@
 //! The OpenAPI document, generated from the handlers' annotations.
 
-use super::{agent, events, nodes, profiles, tokens};
+use super::{agent, assets, events, nodes, profiles, tokens};
 use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -27,7 +27,7 @@ impl Modify for Security {
         events::node_events, events::stream,
         tokens::create, tokens::list, tokens::delete,
         profiles::list, profiles::show, profiles::reload, profiles::test, profiles::facts, profiles::matches,
-        agent::boot_script, agent::inventory, agent::status, agent::heartbeat, agent::log,
+        agent::boot_script, agent::inventory, agent::status, agent::heartbeat, agent::log, assets::ramdisk,
     ),
     components(schemas(crate::node::Node, crate::node::NewNode, crate::node::NodePatch, crate::node::BmcInput, crate::node::BmcView,
         crate::node::BmcDriverKind, crate::state::State, crate::state::Event, crate::store::EventRow, crate::store::Role, crate::store::ApiToken)),
