@@ -110,11 +110,20 @@ for m in "${modules[@]}"; do
   fi
   add "$rel"
 done
+# The chosen modules, with modules.dep and modules.alias made for just them,
+# so /init loads only what the machine's devices ask for.
+sub="$work/sub/lib/modules/$kver"
+mkdir -p "$sub"
+cp "$mdir"/modules.builtin "$mdir"/modules.builtin.modinfo "$sub/"
 for rel in "${order[@]}"; do
-  mkdir -p "$r/lib/modules/$(dirname "$rel")"
-  cp "$mdir/$rel" "$r/lib/modules/$rel"
+  mkdir -p "$sub/$(dirname "$rel")"
+  cp "$mdir/$rel" "$sub/$rel"
 done
-printf '%s\n' "${order[@]}" > "$r/lib/modules/load-order"
+printf '%s\n' "${order[@]}" > "$sub/modules.order"
+depmod -b "$work/sub" "$kver"
+mkdir -p "$r/lib/modules"
+cp -a "$sub" "$r/lib/modules/"
+rm -f "$r/lib/modules/$kver"/*.bin "$r/lib/modules/$kver"/modules.builtin.modinfo
 
 cat > "$r/usr/share/udhcpc/default.script" <<'SCRIPT'
 #!/bin/sh
@@ -143,12 +152,13 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 uptime_s() { cut -d' ' -f1 /proc/uptime; }
 echo "racklift-ramdisk: init started (uptime $(uptime_s) s)"
-while read -r m; do
-  case "$m" in
-    */bonding.ko) insmod "/lib/modules/$m" max_bonds=0 2>/dev/null ;;
-    *) insmod "/lib/modules/$m" 2>/dev/null ;;
-  esac
-done < /lib/modules/load-order
+# Drivers for the devices present: each bus device's modalias, twice (the
+# first pass brings buses such as virtio whose devices then ask in turn);
+# then SCSI disks (found asynchronously), efivarfs and the IPMI device.
+for _ in 1 2; do
+  cat /sys/bus/*/devices/*/modalias 2>/dev/null | sort -u | xargs -r modprobe -qab 2>/dev/null
+done
+modprobe -qa sd_mod efivarfs ipmi_si ipmi_devintf 2>/dev/null
 echo "racklift-ramdisk: drivers loaded (uptime $(uptime_s) s)"
 [ -d /sys/firmware/efi/efivars ] && mount -t efivarfs efivarfs /sys/firmware/efi/efivars 2>/dev/null
 mdev -s 2>/dev/null

@@ -233,12 +233,14 @@ fn check_inventory(inv: &Value, boot_mode: &str) {
             ("vdb".to_string(), 8u64 << 30, "RL-DISK-B".to_string())
         ]
     );
-    let macs: Vec<(&str, bool)> = inv["nics"]
+    // Kernel names follow driver load order: compare by MAC.
+    let mut macs: Vec<(&str, bool)> = inv["nics"]
         .as_array()
         .unwrap()
         .iter()
         .map(|n| (n["mac"].as_str().unwrap(), n["booted"].as_bool().unwrap()))
         .collect();
+    macs.sort();
     assert_eq!(macs, [(MAC1, true), (MAC2, false)]);
     assert_eq!(inv["system"]["boot_mode"], boot_mode);
 }
