@@ -337,10 +337,7 @@ async fn cli_tour(backend: Backend) {
             .text()
             .await
             .unwrap();
-        if let Some(token) = script
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("racklift.token="))
-        {
+        if let Some(token) = common::script_token(&script) {
             let r = http
                 .post(format!("{}/v1/agent/inventory", p.url))
                 .bearer_auth(token)

@@ -53,11 +53,7 @@ fn with_discovery_and_profiles(cfg: &mut racklift::config::Config) {
 async fn discovery_token(s: &TestServer, mac: &str) -> String {
     let script = s.boot_script(mac).await;
     assert!(script.contains("to be discovered"), "{script}");
-    script
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("racklift.token="))
-        .unwrap_or_else(|| panic!("no token in {script}"))
-        .to_string()
+    common::script_token(&script).unwrap_or_else(|| panic!("no token in {script}"))
 }
 
 async fn unknown_machines_wait_while_discovery_is_off(s: &TestServer) {

@@ -154,6 +154,18 @@ impl Vm {
             .map(|(t, _)| *t)
     }
 
+    /// Waits until `node` has an inventory; returns it and when it was seen.
+    async fn inventory_of(&mut self, s: &TestServer, node: &str) -> (Value, Duration) {
+        let path = format!("/v1/nodes/{node}/inventory");
+        let inv = self
+            .until(&format!("an inventory for {node}"), async || {
+                let (st, inv) = s.get(&path).await;
+                (st == 200).then_some(inv)
+            })
+            .await;
+        (inv, self.started.elapsed())
+    }
+
     /// Waits for the guest to power itself off (QEMU exits with -no-reboot).
     async fn powered_off(&mut self) {
         loop {
@@ -311,13 +323,7 @@ async fn inspection_of_a_seabios_vm() {
     let token = s.boot_token(MAC1).await;
     let dir = tempfile::tempdir().unwrap();
     let mut vm = Vm::boot(&r, dir.path(), false, "RL-VM-BIOS", &append(&s, &token));
-    let inv = vm
-        .until("inventory stored", async || {
-            let (st, inv) = s.get("/v1/nodes/vm-bios/inventory").await;
-            (st == 200).then_some(inv)
-        })
-        .await;
-    let stored = vm.started.elapsed();
+    let (inv, stored) = vm.inventory_of(&s, "vm-bios").await;
     check_inventory(&inv, "bios");
     assert_eq!(inv["system"]["serial"], "RL-VM-BIOS");
     vm.until("inspection done", async || {
@@ -339,20 +345,10 @@ async fn discovery_of_a_uefi_vm() {
         return;
     };
     let script = s.boot_script(MAC1).await;
-    let token = script
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("racklift.token="))
-        .unwrap_or_else(|| panic!("{script}"))
-        .to_string();
+    let token = common::script_token(&script).unwrap_or_else(|| panic!("{script}"));
     let dir = tempfile::tempdir().unwrap();
     let mut vm = Vm::boot(&r, dir.path(), true, "RL-VM-UEFI", &append(&s, &token));
-    let inv = vm
-        .until("discovered node", async || {
-            let (st, inv) = s.get("/v1/nodes/rl-vm-uefi/inventory").await;
-            (st == 200).then_some(inv)
-        })
-        .await;
-    let stored = vm.started.elapsed();
+    let (inv, stored) = vm.inventory_of(&s, "rl-vm-uefi").await;
     check_inventory(&inv, "uefi");
     assert_eq!(inv["system"]["secure_boot"], false);
     let n = s.node("rl-vm-uefi").await;

@@ -254,11 +254,8 @@ impl TestServer {
                 .is_some_and(|s| s.iter().any(|st| st["status"] == "waiting"));
             if waiting {
                 let script = self.boot_script(mac).await;
-                let token = script
-                    .split_whitespace()
-                    .find_map(|w| w.strip_prefix("racklift.token="))
+                return script_token(&script)
                     .unwrap_or_else(|| panic!("no token in boot script:\n{script}"));
-                return token.to_string();
             }
             assert!(
                 start.elapsed() < Duration::from_secs(20),
@@ -330,6 +327,14 @@ impl TestServer {
             .await
             .expect("raw db")
     }
+}
+
+/// The `racklift.token=` of a boot script, if it has one.
+pub fn script_token(script: &str) -> Option<String> {
+    script
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("racklift.token="))
+        .map(str::to_string)
 }
 
 /// The sequence of state changes in a node's events.
