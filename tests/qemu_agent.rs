@@ -2,9 +2,10 @@
 //! racklift-agent) boots in QEMU (TCG, 2 vCPUs, 1 GiB, two virtio disks of 4
 //! and 8 GiB with serials, two NICs) by direct kernel boot, reaches a real
 //! racklift server at 10.0.2.2 (QEMU's user network maps it to the host's
-//! loopback), and the machine appears in the API as it is. Once under SeaBIOS
-//! as an inspection of an enrolled node, once under OVMF (UEFI) as the
-//! discovery of an unknown machine.
+//! loopback), and the machine appears in the API as it is. The VM has QEMU's
+//! simulated BMC on a KCS interface, which the agent asks through /dev/ipmi0.
+//! Once under SeaBIOS as an inspection of an enrolled node, once under OVMF
+//! (UEFI) as the discovery of an unknown machine.
 //!
 //! Needs qemu-system-x86_64, Debian's ovmf and the ramdisk built by
 //! boot-assets/build-ramdisk.sh (or in RACKLIFT_RAMDISK_DIR). Without them the
@@ -88,6 +89,14 @@ impl Drop for Vm {
 
 impl Vm {
     fn boot(r: &Ramdisk, dir: &Path, uefi: bool, serial: &str, append: &str) -> Vm {
+        // QEMU's simulated BMC on a KCS interface: the kernel's IPMI driver
+        // finds it, and the agent talks to it through /dev/ipmi0.
+        let bmc = [
+            "-device",
+            "ipmi-bmc-sim,id=bmc0",
+            "-device",
+            "isa-ipmi-kcs,bmc=bmc0",
+        ];
         for (name, gib) in [("disk-a.raw", 4u64), ("disk-b.raw", 8)] {
             let f = std::fs::File::create(dir.join(name)).unwrap();
             f.set_len(gib << 30).unwrap(); // sparse
@@ -96,7 +105,8 @@ impl Vm {
         cmd.args(["-accel", "tcg", "-smp", "2", "-m", "1024"])
             .args(["-display", "none", "-vga", "none", "-monitor", "none"])
             .args(["-serial", "stdio", "-no-reboot"])
-            .args(["-smbios", &format!("type=1,serial={serial}")]);
+            .args(["-smbios", &format!("type=1,serial={serial}")])
+            .args(bmc);
         if uefi {
             cmd.args(["-bios", OVMF]);
         }
@@ -326,6 +336,16 @@ async fn inspection_of_a_seabios_vm() {
     let (inv, stored) = vm.inventory_of(&s, "vm-bios").await;
     check_inventory(&inv, "bios");
     assert_eq!(inv["system"]["serial"], "RL-VM-BIOS");
+    // QEMU's BMC answers over /dev/ipmi0 but has no LAN configuration
+    // (completion code 0xc1, command not supported): no BMC section, a note.
+    assert_eq!(inv["bmc"], Value::Null);
+    assert!(
+        inv["agent"]["notes"][0]
+            .as_str()
+            .is_some_and(|n| n.contains("completion code 0xc1")),
+        "{}",
+        inv["agent"]
+    );
     vm.until("inspection done", async || {
         (s.node("vm-bios").await["state"] == "manageable").then_some(())
     })

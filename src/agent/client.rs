@@ -233,6 +233,9 @@ impl Client {
     /// Posts the inventory, then heartbeats until the server says to power off
     /// or reboot, and returns that command (the caller carries it out).
     pub fn run(&mut self, inv: &Inventory) -> Result<Outcome, AgentError> {
+        for n in &inv.agent.notes {
+            self.say(format!("note: {n}"));
+        }
         let started = Instant::now();
         let attempts = self.post_inventory(inv)?;
         self.say(format!(

@@ -11,10 +11,12 @@ const SECURE_BOOT_VAR: &str =
 
 /// Everything, for the machine booted with `bootif` (the `BOOTIF=` MAC).
 pub fn inventory(root: &Root, bootif: Option<&str>) -> Inventory {
+    let (bmc, bmc_note) = super::ipmi::bmc(root);
     Inventory {
         agent: AgentInfo {
             version: env!("CARGO_PKG_VERSION").to_string(),
             collect_ms: None,
+            notes: bmc_note.into_iter().collect(),
         },
         system: system(root),
         cpu: cpu(root),
@@ -23,7 +25,7 @@ pub fn inventory(root: &Root, bootif: Option<&str>) -> Inventory {
         nics: nics(root, bootif),
         bonds: bonds(root),
         pci: pci(root),
-        bmc: super::ipmi::bmc(root),
+        bmc,
     }
 }
 

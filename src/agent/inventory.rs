@@ -33,6 +33,9 @@ pub struct AgentInfo {
     /// Milliseconds the collection took (absent in captured-tree tests).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub collect_ms: Option<u64>,
+    /// What the agent could not find out, and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// The machine as a whole and its firmware.

@@ -13,25 +13,49 @@ const PARAM_IP: u8 = 3;
 /// Parameter 5: the MAC address.
 const PARAM_MAC: u8 = 5;
 
-/// The BMC as the machine's own IPMI device reports it.
-pub fn bmc(root: &Root) -> Option<Bmc> {
+/// The BMC as the machine's own IPMI device reports it, or a note saying why
+/// there is a device but no answer (no device: neither).
+pub fn bmc(root: &Root) -> (Option<Bmc>, Option<String>) {
     if !root.exists("/dev/ipmi0") {
-        return None;
+        return (None, None);
     }
-    let dev = device::Device::open(root)?;
+    let dev = match device::Device::open(root) {
+        Ok(d) => d,
+        Err(e) => return (None, Some(format!("/dev/ipmi0: {e}"))),
+    };
     // Channels 1..=11 may be LAN channels; most machines use 1 (HP: 2).
+    let mut last = String::new();
     for channel in 1..=11u8 {
-        let Some(ip) = dev.lan_param(channel, PARAM_IP) else {
-            continue;
+        let ip = match dev.lan_param(channel, PARAM_IP) {
+            Ok(r) if r.first() == Some(&0) => r,
+            Ok(r) => {
+                last = format!(
+                    "completion code {:#04x}",
+                    r.first().copied().unwrap_or(0xff)
+                );
+                continue;
+            }
+            Err(e) => {
+                last = e;
+                continue;
+            }
         };
-        let mac = dev.lan_param(channel, PARAM_MAC);
-        return Some(Bmc {
-            channel,
-            ipv4: parse_ip(&ip),
-            mac: mac.as_deref().and_then(parse_mac),
-        });
+        let mac = dev.lan_param(channel, PARAM_MAC).ok();
+        return (
+            Some(Bmc {
+                channel,
+                ipv4: parse_ip(&ip),
+                mac: mac.as_deref().and_then(parse_mac),
+            }),
+            None,
+        );
     }
-    None
+    (
+        None,
+        Some(format!(
+            "the BMC behind /dev/ipmi0 gave no LAN configuration on channels 1 to 11 (last: {last})"
+        )),
+    )
 }
 
 /// A Get LAN Configuration Parameters response: completion code, revision, data.
@@ -106,21 +130,20 @@ mod device {
     pub struct Device(std::fs::File);
 
     impl Device {
-        pub fn open(root: &Root) -> Option<Device> {
+        pub fn open(root: &Root) -> std::io::Result<Device> {
             std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
                 .open(root.host("/dev/ipmi0"))
-                .ok()
                 .map(Device)
         }
 
-        /// Get LAN Configuration Parameters; the raw response.
-        pub fn lan_param(&self, channel: u8, param: u8) -> Option<Vec<u8>> {
+        /// Get LAN Configuration Parameters; the raw response (completion code first).
+        pub fn lan_param(&self, channel: u8, param: u8) -> Result<Vec<u8>, String> {
             self.request(0x0c, 0x02, &[channel, param, 0, 0])
         }
 
-        fn request(&self, netfn: u8, cmd: u8, data: &[u8]) -> Option<Vec<u8>> {
+        fn request(&self, netfn: u8, cmd: u8, data: &[u8]) -> Result<Vec<u8>, String> {
             let fd = self.0.as_raw_fd();
             let mut addr = SystemInterfaceAddr {
                 addr_type: IPMI_SYSTEM_INTERFACE_ADDR_TYPE,
@@ -141,7 +164,7 @@ mod device {
             };
             // SAFETY: req points at live buffers for the call's duration.
             if unsafe { libc::ioctl(fd, IPMICTL_SEND_COMMAND as _, &mut req) } < 0 {
-                return None;
+                return Err(format!("sending: {}", std::io::Error::last_os_error()));
             }
             let mut pfd = libc::pollfd {
                 fd,
@@ -150,7 +173,7 @@ mod device {
             };
             // SAFETY: one valid pollfd.
             if unsafe { libc::poll(&mut pfd, 1, 1000) } <= 0 {
-                return None;
+                return Err("no answer within 1 s".into());
             }
             let mut raddr = [0u8; 64];
             let mut buf = vec![0u8; 256];
@@ -168,10 +191,10 @@ mod device {
             };
             // SAFETY: recv points at live buffers of the lengths given.
             if unsafe { libc::ioctl(fd, IPMICTL_RECEIVE_MSG_TRUNC as _, &mut recv) } < 0 {
-                return None;
+                return Err(format!("receiving: {}", std::io::Error::last_os_error()));
             }
             buf.truncate(recv.msg.data_len as usize);
-            Some(buf)
+            Ok(buf)
         }
     }
 
@@ -187,6 +210,21 @@ mod device {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_device_that_does_not_answer_is_a_note_not_a_bmc() {
+        let t = tempfile::tempdir().unwrap();
+        assert_eq!(bmc(&Root::new(t.path())), (None, None));
+        std::fs::create_dir_all(t.path().join("dev")).unwrap();
+        std::fs::write(t.path().join("dev/ipmi0"), b"").unwrap();
+        let (b, note) = bmc(&Root::new(t.path()));
+        assert_eq!(b, None);
+        let note = note.unwrap();
+        assert!(
+            note.contains("no LAN configuration") && note.contains("sending:"),
+            "{note}"
+        );
+    }
 
     #[test]
     fn lan_parameter_responses() {
