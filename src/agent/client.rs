@@ -38,6 +38,19 @@ pub fn parse_cmdline(cmdline: &str) -> Result<Settings, String> {
             "racklift.api={api}: must start with http:// or https://"
         ));
     }
+    // The ramdisk has no resolver (and a static binary must not load one):
+    // the address is given, never looked up.
+    let url = reqwest::Url::parse(&api).map_err(|e| format!("racklift.api={api}: {e}"))?;
+    let host = url.host_str().unwrap_or_default();
+    if host
+        .trim_matches(['[', ']'])
+        .parse::<std::net::IpAddr>()
+        .is_err()
+    {
+        return Err(format!(
+            "racklift.api={api}: give an IP address, not a host name (the ramdisk looks no names up; set racklift's http.public_url to http://IP:PORT)"
+        ));
+    }
     let token = get("racklift.token=")
         .filter(|t| !t.is_empty())
         .ok_or("racklift.token= is missing from the kernel command line")?;
@@ -308,9 +321,20 @@ mod tests {
                 .contains("http://")
         );
         assert!(
-            parse_cmdline("racklift.api=http://x")
+            parse_cmdline("racklift.api=http://10.0.0.1")
                 .unwrap_err()
                 .contains("racklift.token")
+        );
+        assert!(
+            parse_cmdline("racklift.api=http://racklift.example:8080 racklift.token=x")
+                .unwrap_err()
+                .contains("give an IP address")
+        );
+        assert_eq!(
+            parse_cmdline("racklift.api=https://[fd00::1]:8443 racklift.token=x")
+                .unwrap()
+                .api,
+            "https://[fd00::1]:8443"
         );
     }
 }
