@@ -12,7 +12,10 @@
 # dhclient, dnsmasq, Kea and perfdhcp; no service is started) and Debian's
 # iPXE binaries; and sushy-tools from PyPI in the virtualenv
 # /opt/racklift-peers (its `sushy-emulator --fake` is the Redfish BMC of
-# tests/redfish.rs, started by each test on a port of its own).
+# tests/redfish.rs, started by each test on a port of its own); and for
+# tests/qemu_agent.rs, QEMU with SeaBIOS and OVMF plus the inventory ramdisk
+# built by boot-assets/build-ramdisk.sh (cached: a re-run with nothing changed
+# takes seconds).
 set -euo pipefail
 
 log() { printf 'setup: %s\n' "$*" >&2; }
@@ -57,6 +60,16 @@ if ! "$peers/bin/sushy-emulator" --help >/dev/null 2>&1 ||
   /usr/bin/python3 -m venv "$peers"
   "$peers/bin/pip" install -q --disable-pip-version-check "sushy-tools==$sushy_version"
 fi
+
+# --- QEMU and the inventory ramdisk ----------------------------------------
+# (qemu-utils is left out on purpose: it conflicts with a backport some
+# machines carry; the tests use sparse raw disks.)
+apt_install ovmf busybox-static cpio zstd kmod binutils
+if ! apt-cache policy linux-image-amd64 | grep -q 'Candidate: [0-9]'; then
+  apt-get update -qq
+fi
+log "building the inventory ramdisk"
+bash "$(dirname "$0")/../boot-assets/build-ramdisk.sh"
 
 # --- PostgreSQL ------------------------------------------------------------
 if ! command -v pg_lsclusters >/dev/null 2>&1 || [ -z "$(ls /etc/postgresql 2>/dev/null)" ]; then

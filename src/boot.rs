@@ -4,6 +4,8 @@
 //! - a node inspecting, cleaning or deploying → the racklift ramdisk, with the
 //!   API URL and a per-boot agent token on the kernel command line;
 //! - active or in service → boot the local disk;
+//! - unknown while discovery is on → the ramdisk with a discovery token (its
+//!   inventory enrols the machine);
 //! - in maintenance, unknown, or with no work for the network → a message on the
 //!   console and a retry loop (the machine never falls through to a random disk).
 
@@ -13,8 +15,10 @@ use crate::state::State;
 /// What the boot endpoint knows of the asking machine.
 #[derive(Debug, Clone)]
 pub enum BootView {
-    /// No node has this MAC.
+    /// No node has this MAC and discovery is off.
     Unknown,
+    /// No node has this MAC; discovery is on and minted this token.
+    Discover { token: String },
     /// A known node.
     Node {
         name: String,
@@ -43,6 +47,22 @@ fn retry(msg: &str, mac: MacAddr, api_url: &str) -> String {
     )
 }
 
+/// The script that boots the ramdisk with `token` for this boot.
+fn ramdisk(who: &str, token: &str, mac: MacAddr, p: &RamdiskParams<'_>) -> String {
+    let bootif = format!("01-{}", mac.to_string().replace(':', "-"));
+    format!(
+        "#!ipxe\necho racklift: {who}\n\
+         kernel {kernel} initrd=initrd.img racklift.api={api} racklift.token={token} BOOTIF={bootif} {args} || goto failed\n\
+         initrd --name initrd.img {initrd} || goto failed\n\
+         boot || goto failed\n\
+         :failed\necho racklift: could not load the ramdisk; retrying in {RETRY_SECS} s\nsleep {RETRY_SECS}\nchain --replace {api}/boot.ipxe?mac={mac}\n",
+        kernel = p.kernel_url,
+        initrd = p.initrd_url,
+        api = p.api_url,
+        args = p.kernel_args,
+    )
+}
+
 /// The iPXE script for `mac`.
 pub fn script(view: &BootView, mac: MacAddr, p: &RamdiskParams<'_>) -> String {
     match view {
@@ -63,25 +83,23 @@ pub fn script(view: &BootView, mac: MacAddr, p: &RamdiskParams<'_>) -> String {
         } => format!(
             "#!ipxe\necho racklift: node {name} boots from its local disk\nsanboot --no-describe --drive 0x80 || exit\n"
         ),
+        BootView::Discover { token } => ramdisk(
+            &format!("{mac} is not enrolled: it boots the racklift ramdisk to be discovered"),
+            token,
+            mac,
+            p,
+        ),
         BootView::Node {
             name,
             state,
             token: Some(token),
             ..
-        } => {
-            let bootif = format!("01-{}", mac.to_string().replace(':', "-"));
-            format!(
-                "#!ipxe\necho racklift: node {name} ({state}) boots the racklift ramdisk\n\
-                 kernel {kernel} initrd=initrd.img racklift.api={api} racklift.token={token} BOOTIF={bootif} {args} || goto failed\n\
-                 initrd --name initrd.img {initrd} || goto failed\n\
-                 boot || goto failed\n\
-                 :failed\necho racklift: could not load the ramdisk; retrying in {RETRY_SECS} s\nsleep {RETRY_SECS}\nchain --replace {api}/boot.ipxe?mac={mac}\n",
-                kernel = p.kernel_url,
-                initrd = p.initrd_url,
-                api = p.api_url,
-                args = p.kernel_args,
-            )
-        }
+        } => ramdisk(
+            &format!("node {name} ({state}) boots the racklift ramdisk"),
+            token,
+            mac,
+            p,
+        ),
         BootView::Node {
             name,
             state,
@@ -143,6 +161,18 @@ mod tests {
         );
         let u = script(&BootView::Unknown, mac(), &P);
         assert!(u.contains("not enrolled") && u.contains("sleep 30"), "{u}");
+        let d = script(
+            &BootView::Discover {
+                token: "rld_x".into(),
+            },
+            mac(),
+            &P,
+        );
+        assert!(
+            d.contains("not enrolled: it boots the racklift ramdisk to be discovered")
+                && d.contains("racklift.token=rld_x"),
+            "{d}"
+        );
         let idle = script(&node(State::Manageable, false, None), mac(), &P);
         assert!(
             idle.contains("nothing to boot") && !idle.contains("kernel"),

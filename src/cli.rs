@@ -139,6 +139,10 @@ pub enum NodeCmd {
         #[command(subcommand)]
         cmd: RaidCmd,
     },
+    /// A node's stored inventory (JSON, as its agent posted it).
+    Inventory { id: String },
+    /// A node's hardware facts ([class, type, key, value]).
+    Facts { id: String },
     /// A node's events.
     Events {
         id: String,
@@ -754,6 +758,33 @@ pub async fn run_client(command: Command) -> anyhow::Result<String> {
                         format!("{id}: volume {volume} deleted")
                     }
                 },
+                NodeCmd::Inventory { id } => {
+                    let inv = c
+                        .call(
+                            Method::GET,
+                            &format!("/v1/nodes/{}/inventory", enc(&id)),
+                            None,
+                        )
+                        .await?;
+                    serde_json::to_string_pretty(&inv)?
+                }
+                NodeCmd::Facts { id } => {
+                    let facts = c
+                        .call(Method::GET, &format!("/v1/nodes/{}/facts", enc(&id)), None)
+                        .await?;
+                    if client.json {
+                        serde_json::to_string_pretty(&facts)?
+                    } else {
+                        let rows: Vec<Vec<String>> = facts
+                            .as_array()
+                            .cloned()
+                            .unwrap_or_default()
+                            .iter()
+                            .map(|f| (0..4).map(|i| s(&f[i])).collect())
+                            .collect();
+                        table(&["CLASS", "TYPE", "KEY", "VALUE"], &rows)
+                    }
+                }
                 NodeCmd::Events { id, after, limit } => {
                     let ev = c
                         .call(

@@ -87,7 +87,16 @@ struct Wire {
     #[serde(default)]
     tftp: WireTftp,
     #[serde(default)]
+    discovery: WireDiscovery,
+    #[serde(default)]
     log: WireLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireDiscovery {
+    enabled: Option<bool>,
+    token_ttl: Option<HumanDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -144,6 +153,7 @@ struct WireBoot {
     kernel_args: Option<String>,
     token_ttl: Option<HumanDuration>,
     assets_dir: Option<PathBuf>,
+    ramdisk_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -233,7 +243,33 @@ pub struct Config {
     pub profiles_dir: PathBuf,
     pub dhcp: DhcpConfig,
     pub tftp: TftpConfig,
+    pub discovery: DiscoveryConfig,
     pub log: LogConfig,
+}
+
+/// Discovery: machines no node has get the ramdisk and enrol themselves.
+#[derive(Debug, Clone)]
+pub struct DiscoveryConfig {
+    pub enabled: bool,
+    /// How long a discovery token stays valid (one enrolment each).
+    pub token_ttl: Duration,
+}
+
+impl Config {
+    /// Whether a machine no node has, asking from `client`, is offered the
+    /// discovery ramdisk: everywhere with `[discovery] enabled`, else where the
+    /// client's DHCP subnet has `discovery = true`.
+    pub fn discovery_enabled_for(&self, client: Option<std::net::IpAddr>) -> bool {
+        self.discovery.enabled
+            || client.is_some_and(|ip| match ip {
+                std::net::IpAddr::V4(v4) => self
+                    .dhcp
+                    .subnets
+                    .iter()
+                    .any(|s| s.discovery && s.network.contains(v4)),
+                std::net::IpAddr::V6(_) => false,
+            })
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -292,20 +328,6 @@ pub struct SubnetConfig {
     pub discovery: bool,
 }
 
-impl Config {
-    /// Whether a machine that is not enrolled and asks from `ip` may be discovered.
-    pub fn discovery_enabled_for(&self, ip: std::net::IpAddr) -> bool {
-        match ip {
-            std::net::IpAddr::V4(v4) => self
-                .dhcp
-                .subnets
-                .iter()
-                .any(|s| s.discovery && s.network.contains(v4)),
-            std::net::IpAddr::V6(_) => false,
-        }
-    }
-}
-
 /// Where Debian's `ipxe` package puts its boot files: the TFTP root by default when present.
 pub const IPXE_DIR: &str = "/usr/lib/ipxe";
 
@@ -360,8 +382,10 @@ pub struct BootConfig {
     pub initrd_url: String,
     pub kernel_args: String,
     pub token_ttl: Duration,
-    /// Served over HTTP under `/assets/` (ramdisk, images), with Range support.
+    /// Served over HTTP under `/assets/` (images, other boot files), with Range support.
     pub assets_dir: PathBuf,
+    /// Where `vmlinuz` and `initrd.img` are, served under `/assets/ramdisk/`.
+    pub ramdisk_dir: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -645,9 +669,21 @@ fn validate(w: Wire) -> Result<Config, ConfigError> {
                 .token_ttl
                 .map(|h| h.0)
                 .unwrap_or(Duration::from_secs(7200)),
+            ramdisk_dir: w
+                .boot
+                .ramdisk_dir
+                .unwrap_or_else(|| PathBuf::from("boot-assets/ramdisk")),
         },
         profiles_dir: w.profiles.dir.unwrap_or_else(|| PathBuf::from("profiles")),
         dhcp,
+        discovery: DiscoveryConfig {
+            enabled: w.discovery.enabled.unwrap_or(false),
+            token_ttl: w
+                .discovery
+                .token_ttl
+                .map(|h| h.0)
+                .unwrap_or(Duration::from_secs(3600)),
+        },
         tftp,
         log: LogConfig { level, json },
     })
@@ -885,6 +921,8 @@ mod tests {
         assert_eq!(c.boot.token_ttl, d.boot.token_ttl);
         assert_eq!(c.tftp.listen, d.tftp.listen);
         assert_eq!(c.tftp.enabled, d.tftp.enabled);
+        assert_eq!(c.discovery.enabled, d.discovery.enabled);
+        assert_eq!(c.discovery.token_ttl, d.discovery.token_ttl);
     }
 
     #[test]
@@ -983,8 +1021,9 @@ mod tests {
         );
         assert_eq!(s.lease_time, Duration::from_secs(3600));
         assert_eq!(c.dhcp.subnets[1].lease_time, Duration::from_secs(300));
-        assert!(c.discovery_enabled_for("10.77.3.3".parse().unwrap()));
-        assert!(!c.discovery_enabled_for("192.168.5.3".parse().unwrap()));
+        assert!(c.discovery_enabled_for(Some("10.77.3.3".parse().unwrap())));
+        assert!(!c.discovery_enabled_for(Some("192.168.5.3".parse().unwrap())));
+        assert!(!c.discovery_enabled_for(None));
         for (text, key, what) in [
             (
                 "[dhcp]\nenabled = true\n[[dhcp.subnet]]\nnetwork = \"10.0.0.0/24\"\n",

@@ -4,6 +4,7 @@
 //! `racklift-agent` binary (the ramdisk's program) are thin shells around it.
 //! See `docs/ARCHITECTURE.md` for the code map and the invariants.
 
+pub mod agent;
 pub mod api;
 pub mod bmc;
 pub mod boot;

@@ -197,6 +197,7 @@ pub async fn start_with(cfg: Config, sockets: Listeners) -> anyhow::Result<Runni
         let server = Arc::new(crate::dhcp::DhcpServer::new(
             cfg.dhcp.clone(),
             &cfg.http.public_url,
+            cfg.discovery.enabled,
             store.clone(),
             metrics.clone(),
         ));
@@ -218,7 +219,11 @@ pub async fn start_with(cfg: Config, sockets: Listeners) -> anyhow::Result<Runni
     );
     let mut sd = rx.clone();
     tasks.push(tokio::spawn(async move {
-        let serve = axum::serve(listener, router(app)).with_graceful_shutdown(async move {
+        let serve = axum::serve(
+            listener,
+            router(app).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
             let _ = sd.wait_for(|s| *s).await;
         });
         if let Err(e) = serve.await {

@@ -27,18 +27,18 @@ async fn boot_files_over_http_with_ranges_and_over_tftp() {
     else {
         return;
     };
-    let initrd = noise(3 << 20);
-    let dir = s.cfg.boot.assets_dir.join("ramdisk");
+    let image = noise(3 << 20);
+    let dir = s.cfg.boot.assets_dir.join("images");
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("initrd.img"), &initrd).unwrap();
+    std::fs::write(dir.join("disk.raw"), &image).unwrap();
     std::fs::write(s.cfg.data_dir.join("outside.txt"), b"not served").unwrap();
     let http = reqwest::Client::new();
-    let url = format!("{}/assets/ramdisk/initrd.img", s.url);
+    let url = format!("{}/assets/images/disk.raw", s.url);
 
     let full = http.get(&url).send().await.unwrap();
     assert_eq!(full.status(), 200);
     assert_eq!(full.headers()["accept-ranges"], "bytes");
-    assert_eq!(full.bytes().await.unwrap().as_ref(), &initrd[..]);
+    assert_eq!(full.bytes().await.unwrap().as_ref(), &image[..]);
 
     let part = http
         .get(&url)
@@ -49,9 +49,9 @@ async fn boot_files_over_http_with_ranges_and_over_tftp() {
     assert_eq!(part.status(), 206);
     assert_eq!(
         part.headers()["content-range"],
-        format!("bytes 1000-1999/{}", initrd.len()).as_str()
+        format!("bytes 1000-1999/{}", image.len()).as_str()
     );
-    assert_eq!(part.bytes().await.unwrap().as_ref(), &initrd[1000..2000]);
+    assert_eq!(part.bytes().await.unwrap().as_ref(), &image[1000..2000]);
 
     let tail = http
         .get(&url)
@@ -62,12 +62,12 @@ async fn boot_files_over_http_with_ranges_and_over_tftp() {
     assert_eq!(tail.status(), 206);
     assert_eq!(
         tail.bytes().await.unwrap().as_ref(),
-        &initrd[initrd.len() - 16..]
+        &image[image.len() - 16..]
     );
 
     let resume = http
         .get(&url)
-        .header("Range", format!("bytes={}-", initrd.len() - 100))
+        .header("Range", format!("bytes={}-", image.len() - 100))
         .send()
         .await
         .unwrap();
@@ -76,7 +76,7 @@ async fn boot_files_over_http_with_ranges_and_over_tftp() {
 
     let beyond = http
         .get(&url)
-        .header("Range", format!("bytes={}-", initrd.len() + 10))
+        .header("Range", format!("bytes={}-", image.len() + 10))
         .send()
         .await
         .unwrap();
@@ -86,13 +86,13 @@ async fn boot_files_over_http_with_ranges_and_over_tftp() {
     assert_eq!(head.status(), 200);
     assert_eq!(
         head.headers()["content-length"],
-        initrd.len().to_string().as_str()
+        image.len().to_string().as_str()
     );
 
     for path in [
         "/assets/../outside.txt",
         "/assets/%2e%2e/outside.txt",
-        "/assets/ramdisk/missing.img",
+        "/assets/images/missing.img",
     ] {
         let r = http.get(format!("{}{path}", s.url)).send().await.unwrap();
         assert!(

@@ -317,6 +317,64 @@ async fn cli_tour(backend: Backend) {
     assert_eq!(v["state"], "manageable");
     let (ok, out) = cli(d, &p.url, &["node", "events", "rack1-u01"]);
     assert!(ok && out.contains("verifying -> manageable"), "{out}");
+    // Inspection with racklift-agent's inventory of a captured VM; the CLI
+    // shows the inventory and its facts.
+    let (ok, out) = cli(d, &p.url, &["node", "action", "rack1-u01", "inspect"]);
+    assert!(ok, "{out}");
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/agent/qemu-seabios"
+    );
+    let inv = racklift::agent::collect::inventory(&racklift::agent::Root::new(fixture), None);
+    let http = reqwest::Client::new();
+    let start = Instant::now();
+    loop {
+        let script = http
+            .get(format!("{}/boot.ipxe?mac=52:54:00:33:00:01", p.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if let Some(token) = common::script_token(&script) {
+            let r = http
+                .post(format!("{}/v1/agent/inventory", p.url))
+                .bearer_auth(token)
+                .json(&serde_json::json!({ "inventory": inv }))
+                .send()
+                .await
+                .unwrap();
+            if r.status() == 202 {
+                break;
+            }
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "{script}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    loop {
+        let (_, out) = cli(d, &p.url, &["node", "show", "rack1-u01", "--json"]);
+        if serde_json::from_str::<Value>(&out).is_ok_and(|v| v["state"] == "manageable") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "{out}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (ok, out) = cli(d, &p.url, &["node", "inventory", "rack1-u01"]);
+    assert!(ok, "{out}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["disks"][1]["serial"], "DISK-B");
+    let (ok, out) = cli(d, &p.url, &["node", "facts", "rack1-u01"]);
+    assert!(
+        ok && out.lines().next().unwrap().starts_with("CLASS"),
+        "{out}"
+    );
+    assert!(
+        out.lines().any(
+            |l| l.split_whitespace().collect::<Vec<_>>() == ["disk", "vdb", "serial", "DISK-B"]
+        ),
+        "{out}"
+    );
     // A refused action exits non-zero and says what is allowed.
     let (ok, out) = cli(d, &p.url, &["node", "action", "rack1-u01", "deploy"]);
     assert!(

@@ -4,15 +4,25 @@
 //! A token is minted when a node waiting for the ramdisk fetches its boot
 //! script; it is good for that node and that boot (the step under way) only.
 //! Forged, expired and ended-boot tokens are refused, counted and logged.
+//!
+//! Discovery: a MAC no node has, asking while discovery is on, gets the
+//! ramdisk with a discovery token (`rld_...`, bound to that MAC, expiring).
+//! Its inventory enrols the machine (named from its serial number, else its
+//! MAC, with the BMC address the agent found) and runs profile selection; the
+//! token then speaks for that node's log and heartbeats, and enrols nothing more.
 
 use super::{ApiError, ApiJson, AppState, bearer};
+use crate::agent::inventory::Inventory;
 use crate::boot::{BootView, RamdiskParams, script};
 use crate::node::MacAddr;
+use crate::node::{BmcDriverKind, BmcInput, NewNode};
+use crate::profiles::matcher::Fact;
 use crate::state::State as NodeState;
 use crate::store::profiles::Candidate;
-use crate::store::{AgentAuth, StepOutcome};
+use crate::store::tokens::DISCOVERY_PREFIX;
+use crate::store::{AgentAuth, DiscoveryAuth, StepOutcome, StoreError};
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -29,6 +39,7 @@ pub(super) struct BootParams {
 #[utoipa::path(get, path = "/boot.ipxe", params(BootParams), responses((status = 200, description = "An iPXE script", content_type = "text/plain")))]
 pub(super) async fn boot_script(
     State(app): State<AppState>,
+    client: Option<axum::Extension<ConnectInfo<std::net::SocketAddr>>>,
     params: Result<Query<BootParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(p) = params.map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))?;
@@ -36,7 +47,17 @@ pub(super) async fn boot_script(
         .mac
         .parse()
         .map_err(|e: String| ApiError::bad_request("invalid_query", format!("mac: {e}")))?;
+    let client_ip = client.map(|c| c.0.0.ip());
     let view = match app.store.node_by_mac(mac).await? {
+        None if app.cfg.discovery_enabled_for(client_ip) => {
+            let token = app
+                .store
+                .mint_discovery_token(&mac.to_string(), app.cfg.discovery.token_ttl)
+                .await?;
+            app.metrics.count("discovery_boots");
+            tracing::info!(%mac, "unknown machine booting: discovery ramdisk offered");
+            BootView::Discover { token }
+        }
         None => BootView::Unknown,
         Some(rec) => {
             let n = &rec.node;
@@ -92,47 +113,110 @@ pub(super) async fn boot_script(
         .into_response())
 }
 
+/// Who an agent request speaks for.
+enum Caller {
+    /// A node's boot, for the step under way.
+    Boot(AgentAuth),
+    /// A machine discovered at boot (enrolled once its inventory is in).
+    Discovery(DiscoveryAuth),
+    /// A node's boot whose step has ended (accepted for log lines only).
+    Ended(uuid::Uuid),
+}
+
 /// Checks the agent's token; refusals are logged and counted.
-async fn agent(app: &AppState, headers: &HeaderMap) -> Result<AgentAuth, ApiError> {
+async fn agent(app: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    agent_for(app, headers, false).await
+}
+
+/// Like [`agent`]; with `after_end`, a boot token whose step has ended (but
+/// which has not expired) still speaks for its node: the agent's last log
+/// lines can arrive after the server finished the step.
+async fn agent_for(
+    app: &AppState,
+    headers: &HeaderMap,
+    after_end: bool,
+) -> Result<Caller, ApiError> {
     let Some(token) = bearer(headers) else {
         return Err(ApiError::unauthorized(
             "agent requests carry 'Authorization: Bearer <racklift.token from the kernel command line>'",
         ));
     };
-    match app.store.check_agent_token(token).await? {
-        Ok(a) => Ok(a),
-        Err(why) => {
-            app.metrics.count("agent_token_refused");
-            tracing::warn!(reason = %why, "agent token refused");
-            Err(ApiError::unauthorized(why.to_string()))
+    let checked = if token.starts_with(DISCOVERY_PREFIX) {
+        app.store
+            .check_discovery_token(token)
+            .await?
+            .map(Caller::Discovery)
+    } else {
+        match app.store.check_agent_token(token).await? {
+            Err(crate::store::AgentTokenError::Ended) if after_end => {
+                match app.store.agent_token_node(token).await? {
+                    Some(node_id) => {
+                        return Ok(Caller::Ended(node_id));
+                    }
+                    None => Err(crate::store::AgentTokenError::Unknown),
+                }
+            }
+            other => other.map(Caller::Boot),
         }
-    }
+    };
+    checked.map_err(|why| {
+        app.metrics.count("agent_token_refused");
+        tracing::warn!(reason = %why, "agent token refused");
+        ApiError::unauthorized(why.to_string())
+    })
 }
 
 /// `POST /v1/agent/inventory`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct InventoryBody {
-    /// The machine's inventory, as collected by racklift-agent.
+    /// The machine's inventory, as collected by racklift-agent (an object
+    /// with an `agent` member is checked field by field), or any JSON object.
     #[schema(value_type = Object)]
     inventory: serde_json::Value,
 }
 
+/// Checks an inventory and flattens it into facts. An agent inventory must
+/// parse whole; the error names the field.
+fn checked_facts(raw: &serde_json::Value) -> Result<(Option<Inventory>, Vec<Fact>), ApiError> {
+    if !raw.is_object() {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "inventory: a JSON object is expected",
+        ));
+    }
+    if raw.get("agent").is_none() {
+        return Ok((None, crate::profiles::facts_from_inventory(raw)));
+    }
+    let inv: Inventory = serde_path_to_error::deserialize(raw).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_body",
+            format!("inventory.{}: {}", e.path(), e.inner()),
+        )
+    })?;
+    let facts = crate::agent::facts::facts(&inv);
+    Ok((Some(inv), facts))
+}
+
 #[utoipa::path(post, path = "/v1/agent/inventory", request_body = InventoryBody,
-    responses((status = 202, description = "Stored"), (status = 401, description = "Bad agent token"), (status = 409, description = "The node is not waiting for an inventory")),
+    responses((status = 202, description = "Stored"), (status = 400, description = "Malformed inventory (the message names the field)"), (status = 401, description = "Bad agent token"), (status = 409, description = "The node is not waiting for an inventory, or the discovered machine clashes with a node")),
     security(("agent" = [])))]
 pub(super) async fn inventory(
     State(app): State<AppState>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<InventoryBody>,
 ) -> Result<Response, ApiError> {
-    let auth = agent(&app, &headers).await?;
-    if !body.inventory.is_object() {
-        return Err(ApiError::bad_request(
-            "invalid_body",
-            "inventory: a JSON object is expected",
-        ));
-    }
+    let caller = agent(&app, &headers).await?;
+    let (parsed, facts) = checked_facts(&body.inventory)?;
+    let auth = match caller {
+        Caller::Boot(a) => a,
+        Caller::Discovery(d) => return discovered(&app, d, &body.inventory, parsed, &facts).await,
+        Caller::Ended(_) => {
+            return Err(ApiError::unauthorized(
+                "agent token belongs to a boot that has ended",
+            ));
+        }
+    };
     let step = app
         .store
         .active_step(auth.node_id)
@@ -141,24 +225,7 @@ pub(super) async fn inventory(
     let is_inspect = step
         .as_ref()
         .is_some_and(|s| s.phase == crate::store::Phase::Inspect);
-    let prev = app
-        .store
-        .put_inventory(auth.node_id, &body.inventory)
-        .await?;
-    let size = body.inventory.to_string().len();
-    let what = if prev.is_some() {
-        "inventory replaced"
-    } else {
-        "inventory received"
-    };
-    app.store
-        .log_event(
-            auth.node_id,
-            "agent",
-            "agent",
-            &format!("{what} ({size} bytes)"),
-        )
-        .await?;
+    let (what, size) = store_inventory(&app, auth.node_id, &body.inventory, &facts).await?;
     if is_inspect {
         if !auth.waiting {
             return Err(ApiError::new(
@@ -167,7 +234,7 @@ pub(super) async fn inventory(
                 "the inspection step is not waiting for the inventory yet; retry shortly",
             ));
         }
-        let (selected, note) = select_profile(&app, auth.node_id, &body.inventory).await?;
+        let (selected, note) = select_profile(&app, auth.node_id, &facts).await?;
         app.store
             .agent_report(
                 auth.step_id,
@@ -182,20 +249,188 @@ pub(super) async fn inventory(
     Ok((StatusCode::ACCEPTED, Json(json!({"stored": true}))).into_response())
 }
 
+/// Stores an inventory and its facts; a replaced inventory leaves an event
+/// saying what changed. Returns what happened and the document's size.
+async fn store_inventory(
+    app: &AppState,
+    node_id: uuid::Uuid,
+    raw: &serde_json::Value,
+    facts: &[Fact],
+) -> Result<(&'static str, usize), ApiError> {
+    let prev = app.store.put_inventory(node_id, raw, facts).await?;
+    let size = raw.to_string().len();
+    let what = if prev.is_some() {
+        "inventory replaced"
+    } else {
+        "inventory received"
+    };
+    app.store
+        .log_event(node_id, "agent", "agent", &format!("{what} ({size} bytes)"))
+        .await?;
+    if let Some(old) = prev {
+        let changes = crate::agent::facts::diff(&old, facts);
+        let text = if changes.is_empty() {
+            "hardware unchanged since the last inventory".to_string()
+        } else {
+            format!("hardware changed: {}", changes.join("; "))
+        };
+        app.store
+            .log_event(node_id, "inventory", "agent", &text)
+            .await?;
+    }
+    Ok((what, size))
+}
+
+/// A node name from a serial number: lower case, other characters as `-`.
+fn name_from_serial(serial: &str) -> Option<String> {
+    let s: String = serial
+        .trim()
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-._".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let s = s.trim_matches(|c: char| !c.is_ascii_alphanumeric());
+    let s: String = s.chars().take(63).collect();
+    (!s.is_empty() && crate::node::validate_name("name", &s).is_ok()).then_some(s)
+}
+
+/// Enrols a discovered machine from its inventory (once per token).
+async fn discovered(
+    app: &AppState,
+    d: DiscoveryAuth,
+    raw: &serde_json::Value,
+    inv: Option<Inventory>,
+    facts: &[Fact],
+) -> Result<Response, ApiError> {
+    if let Some(id) = d.node_id {
+        return Err(ApiError::unauthorized(
+            crate::store::AgentTokenError::Used(id.to_string()).to_string(),
+        ));
+    }
+    let Some(inv) = inv else {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "inventory: a discovered machine must send racklift-agent's inventory (an object with 'agent', 'system', 'nics', ...)",
+        ));
+    };
+    if !app.store.claim_discovery_token(&d.hash).await? {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "discovery_in_progress",
+            "this discovery token is enrolling its machine already",
+        ));
+    }
+    match enrol(app, &d, &inv).await {
+        Ok(node) => {
+            app.store
+                .settle_discovery_token(&d.hash, Some(node.id))
+                .await?;
+            store_inventory(app, node.id, raw, facts).await?;
+            let (selected, _) = select_profile(app, node.id, facts).await?;
+            app.store
+                .log_event(
+                    node.id,
+                    "discovery",
+                    "discovery",
+                    &format!("enrolled by discovery from {}; {selected}", d.mac),
+                )
+                .await?;
+            app.metrics.count("nodes_discovered");
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(json!({"stored": true, "node": node.name, "id": node.id})),
+            )
+                .into_response())
+        }
+        Err(e) => {
+            app.store.settle_discovery_token(&d.hash, None).await?;
+            Err(e)
+        }
+    }
+}
+
+async fn enrol(
+    app: &AppState,
+    d: &DiscoveryAuth,
+    inv: &Inventory,
+) -> Result<crate::node::Node, ApiError> {
+    let boot_mac: crate::node::MacAddr = d
+        .mac
+        .parse()
+        .map_err(|e: String| ApiError::from(StoreError::Corrupt(e)))?;
+    let mut macs = vec![boot_mac];
+    for n in &inv.nics {
+        if let Ok(m) = n.mac.parse::<crate::node::MacAddr>()
+            && !macs.contains(&m)
+        {
+            macs.push(m);
+        }
+    }
+    let by_mac = format!("node-{}", d.mac.replace(':', ""));
+    let by_serial = inv.system.serial.as_deref().and_then(name_from_serial);
+    let bmc = match inv.bmc.as_ref().and_then(|b| b.ipv4.clone()) {
+        Some(address) => BmcInput {
+            driver: Some(BmcDriverKind::Ipmi),
+            address: Some(address),
+            ..Default::default()
+        },
+        None => BmcInput::default(),
+    };
+    let mut names = Vec::new();
+    if let Some(n) = by_serial {
+        names.push(n.clone());
+    }
+    names.push(by_mac);
+    let mut last = None;
+    for name in names {
+        let new = NewNode {
+            name: Some(name),
+            boot_mac: Some(boot_mac),
+            macs: macs.clone(),
+            bmc: bmc.clone(),
+            profile: None,
+            role: None,
+        };
+        match app.store.create_node(&new, "discovery").await {
+            Ok(n) => return Ok(n),
+            // Another node holds that name: try the next one.
+            Err(StoreError::Duplicate { field, message }) if field == "name" => {
+                last = Some(StoreError::Duplicate { field, message });
+            }
+            Err(StoreError::Duplicate { message, .. }) => {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "duplicate",
+                    format!("the discovered machine cannot be enrolled: {message}"),
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(last
+        .map(ApiError::from)
+        .unwrap_or_else(|| ApiError::bad_request("invalid_body", "no name")))
+}
+
 /// Matches the inventory's facts against the profiles in force and takes the
 /// first that matches and has room. Returns what happened, and the reason to
 /// keep as the node's last error when nothing could be selected.
 async fn select_profile(
     app: &AppState,
     node_id: uuid::Uuid,
-    inventory: &serde_json::Value,
+    facts: &[Fact],
 ) -> Result<(String, Option<String>), ApiError> {
     let profiles = app.profiles.read().map(|p| p.clone()).unwrap_or_default();
     if profiles.is_empty() {
         return Ok(("no profiles defined".into(), None));
     }
-    let facts =
-        crate::profiles::matcher::Facts::new(crate::profiles::facts_from_inventory(inventory));
+    let facts = crate::profiles::matcher::Facts::new(facts.to_vec());
     let verdicts = crate::profiles::evaluate(&profiles, &facts);
     let candidates: Vec<Candidate<'_>> = verdicts
         .iter()
@@ -239,7 +474,13 @@ pub(super) async fn status(
     headers: HeaderMap,
     ApiJson(body): ApiJson<StatusBody>,
 ) -> Result<Response, ApiError> {
-    let auth = agent(&app, &headers).await?;
+    let Caller::Boot(auth) = agent(&app, &headers).await? else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_waiting",
+            "a discovery boot has no step to report on: post the inventory",
+        ));
+    };
     let message = body
         .message
         .map(|m| m.chars().take(2000).collect::<String>());
@@ -267,7 +508,8 @@ pub(super) async fn status(
 /// What the agent should do next.
 #[derive(Debug, Serialize, ToSchema)]
 pub(super) struct Command {
-    /// `wait` (keep heartbeating) or `poweroff` (the report is in; the step is finishing).
+    /// `wait` (keep heartbeating) or `poweroff` (the report is in; the step is
+    /// finishing, or the discovered machine is enrolled).
     command: String,
 }
 
@@ -276,10 +518,14 @@ pub(super) async fn heartbeat(
     State(app): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Json<Command>, ApiError> {
-    let auth = agent(&app, &headers).await?;
     // Until the report is in, the agent waits (also while the step is still
-    // starting: a fast machine can boot before the BMC calls return).
-    let command = if auth.finishing { "poweroff" } else { "wait" };
+    // starting: a fast machine can boot before the BMC calls return). A
+    // discovered machine powers off once it is enrolled.
+    let command = match agent(&app, &headers).await? {
+        Caller::Boot(auth) if auth.finishing => "poweroff",
+        Caller::Discovery(d) if d.node_id.is_some() => "poweroff",
+        _ => "wait",
+    };
     Ok(Json(Command {
         command: command.into(),
     }))
@@ -298,18 +544,26 @@ pub(super) async fn log(
     headers: HeaderMap,
     ApiJson(body): ApiJson<LogBody>,
 ) -> Result<StatusCode, ApiError> {
-    let auth = agent(&app, &headers).await?;
+    let caller = agent_for(&app, &headers, true).await?;
     if body.lines.len() > 200 {
         return Err(ApiError::bad_request(
             "invalid_body",
             "lines: at most 200 per request",
         ));
     }
+    let node_id = match &caller {
+        Caller::Boot(a) => Some(a.node_id),
+        Caller::Discovery(d) => d.node_id,
+        Caller::Ended(id) => Some(*id),
+    };
     for line in body.lines {
         let line: String = line.chars().take(1000).collect();
-        app.store
-            .log_event(auth.node_id, "agent", "agent", &line)
-            .await?;
+        match (node_id, &caller) {
+            (Some(id), _) => app.store.log_event(id, "agent", "agent", &line).await?,
+            // Not enrolled yet: the server's own log keeps it.
+            (None, Caller::Discovery(d)) => tracing::info!(mac = %d.mac, "agent: {line}"),
+            (None, _) => {}
+        }
     }
     Ok(StatusCode::ACCEPTED)
 }

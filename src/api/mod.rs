@@ -194,7 +194,21 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/agent/log", post(agent::log));
     // Boot files: no token (firmware and ramdisks fetch them), read-only,
     // Range and conditional requests answered by tower-http.
+    let ramdisk_missing = {
+        let dir = app.cfg.boot.ramdisk_dir.clone();
+        axum::routing::get(move || async move {
+            ApiError::not_found(format!(
+                "not in {}; build the ramdisk with boot-assets/build-ramdisk.sh",
+                dir.display()
+            ))
+        })
+    };
     let assets = Router::new()
+        .nest_service(
+            "/assets/ramdisk",
+            tower_http::services::ServeDir::new(&app.cfg.boot.ramdisk_dir)
+                .not_found_service(ramdisk_missing),
+        )
         .nest_service(
             "/assets/ipxe",
             tower_http::services::ServeDir::new(&app.cfg.tftp.root),

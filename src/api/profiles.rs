@@ -3,7 +3,7 @@
 
 use super::{ApiError, ApiJson, AppState};
 use crate::profiles::matcher::{Fact, Facts};
-use crate::profiles::{Profile, Verdict, evaluate, facts_from_inventory, load_dir};
+use crate::profiles::{Profile, Verdict, evaluate, load_dir};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -124,13 +124,12 @@ fn result(profiles: &[Profile], facts: Vec<Fact>) -> TestResult {
 
 async fn node_facts(app: &AppState, id: &str) -> Result<Vec<Fact>, ApiError> {
     let node = app.store.get_node(id).await?;
-    let inv = app.store.inventory(node.id).await?.ok_or_else(|| {
+    app.store.inventory_facts(node.id).await?.ok_or_else(|| {
         ApiError::not_found(format!(
             "node '{}' has no inventory yet: inspect it",
             node.name
         ))
-    })?;
-    Ok(facts_from_inventory(&inv))
+    })
 }
 
 #[utoipa::path(post, path = "/v1/profiles/test", request_body = TestBody, responses((status = 200, body = TestResult)), security(("bearer" = [])))]

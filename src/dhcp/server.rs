@@ -40,6 +40,8 @@ pub struct DhcpServer {
     files: BootFiles,
     /// Where each subnet's next free-address search starts.
     cursors: Vec<AtomicU32>,
+    /// `[discovery] enabled`: unknown machines are answered on every subnet.
+    discovery_everywhere: bool,
 }
 
 /// An answer and where it goes.
@@ -89,7 +91,13 @@ fn nth_in_ranges(s: &SubnetConfig, mut n: u32) -> Option<Ipv4Addr> {
 }
 
 impl DhcpServer {
-    pub fn new(cfg: DhcpConfig, public_url: &str, store: Store, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        cfg: DhcpConfig,
+        public_url: &str,
+        discovery_everywhere: bool,
+        store: Store,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let files = BootFiles {
             api_url: public_url.to_string(),
             snponly: cfg.snponly,
@@ -106,6 +114,7 @@ impl DhcpServer {
             metrics,
             files,
             cursors,
+            discovery_everywhere,
         }
     }
 
@@ -186,7 +195,7 @@ impl DhcpServer {
             None => return Ok(Outcome::Silent("no_subnet")),
         };
         let node = self.store.node_by_mac(req.mac).await?;
-        let discovery = subnet.is_some_and(|(_, s)| s.discovery);
+        let discovery = self.discovery_everywhere || subnet.is_some_and(|(_, s)| s.discovery);
         if node.is_none() && !discovery {
             tracing::debug!(mac = %req.mac, iface = %iface.name, "not enrolled and discovery is off: no answer");
             return Ok(Outcome::Silent("unknown_client"));

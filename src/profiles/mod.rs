@@ -20,10 +20,16 @@ use serde_json::Value;
 
 /// The eDeploy-style facts of a stored inventory.
 ///
-/// An inventory carrying `"facts": [[class, type, key, value], ...]` gives those;
+/// racklift-agent's inventory gives [`crate::agent::facts::facts`]; an
+/// inventory carrying `"facts": [[class, type, key, value], ...]` gives those;
 /// otherwise nested objects `{class: {type: {key: value}}}` are flattened (a
 /// list at the type level names each element by its `name` field, or its index).
 pub fn facts_from_inventory(inventory: &Value) -> Vec<Fact> {
+    if inventory.get("agent").is_some()
+        && let Ok(inv) = serde_json::from_value::<crate::agent::Inventory>(inventory.clone())
+    {
+        return crate::agent::facts::facts(&inv);
+    }
     if let Some(list) = inventory.get("facts").and_then(Value::as_array) {
         return list
             .iter()

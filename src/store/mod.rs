@@ -21,13 +21,14 @@ mod steps;
 pub mod tokens;
 
 pub use steps::{Phase, Step, StepOutcome};
-pub use tokens::{AgentAuth, AgentTokenError, ApiToken, Role};
+pub use tokens::{AgentAuth, AgentTokenError, ApiToken, DiscoveryAuth, Role};
 
 use crate::config::PhaseTimeouts;
 use crate::node::{
     BmcDriverKind, BmcInput, BmcView, FieldError, MacAddr, NewNode, Node, NodePatch,
     check_unique_macs, validate_bmc, validate_label, validate_name,
 };
+use crate::profiles::matcher::Fact;
 use crate::secrets::SecretBox;
 use crate::state::{Event, State, transition};
 use serde::Serialize;
@@ -1034,25 +1035,31 @@ impl Store {
 
     // ---------------------------------------------------------------- inventory
 
-    /// Stores a node's raw inventory, replacing the previous one; returns the previous.
+    /// Stores a node's raw inventory and its facts, replacing the previous
+    /// ones; returns the previous facts when there was an inventory.
     pub async fn put_inventory(
         &self,
         node_id: Uuid,
         data: &serde_json::Value,
-    ) -> Result<Option<serde_json::Value>> {
-        let prev = self.inventory(node_id).await?;
-        let now = now_ms();
-        let mut tx = self.write.begin().await?;
+        facts: &[Fact],
+    ) -> Result<Option<Vec<Fact>>> {
+        let prev = match self.inventory(node_id).await? {
+            Some(_) => self.inventory_facts(node_id).await?,
+            None => None,
+        };
+        let facts_text =
+            serde_json::to_string(facts).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         sqlx::query(
-            "INSERT INTO inventories (node_id, data, received_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (node_id) DO UPDATE SET data = excluded.data, received_at = excluded.received_at",
+            "INSERT INTO inventories (node_id, data, facts, received_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (node_id) DO UPDATE SET data = excluded.data, facts = excluded.facts, \
+             received_at = excluded.received_at",
         )
         .bind(node_id.to_string())
         .bind(data.to_string())
-        .bind(now)
-        .execute(&mut *tx)
+        .bind(facts_text)
+        .bind(now_ms())
+        .execute(&self.write)
         .await?;
-        tx.commit().await?;
         Ok(prev)
     }
 
@@ -1067,6 +1074,25 @@ impl Store {
             serde_json::from_str(&s).map_err(|e| StoreError::Corrupt(e.to_string()))
         })
         .transpose()
+    }
+
+    /// A node's stored facts; inventories stored before facts were kept are
+    /// flattened on the way out.
+    pub async fn inventory_facts(&self, node_id: Uuid) -> Result<Option<Vec<Fact>>> {
+        let row = sqlx::query("SELECT data, facts FROM inventories WHERE node_id = $1")
+            .bind(node_id.to_string())
+            .fetch_optional(&self.read)
+            .await?;
+        let Some(r) = row else { return Ok(None) };
+        let corrupt = |e: serde_json::Error| StoreError::Corrupt(e.to_string());
+        match r.try_get::<Option<String>, _>("facts")? {
+            Some(f) => Ok(Some(serde_json::from_str(&f).map_err(corrupt)?)),
+            None => {
+                let data: String = r.try_get("data")?;
+                let v: serde_json::Value = serde_json::from_str(&data).map_err(corrupt)?;
+                Ok(Some(crate::profiles::facts_from_inventory(&v)))
+            }
+        }
     }
 }
 

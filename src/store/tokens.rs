@@ -54,7 +54,22 @@ pub enum AgentTokenError {
     Expired,
     #[error("agent token belongs to a boot that has ended")]
     Ended,
+    #[error("discovery token was already used to enrol node '{0}'")]
+    Used(String),
 }
+
+/// Who a discovery token speaks for: a machine no node had when it booted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoveryAuth {
+    pub hash: String,
+    /// The MAC the machine booted from.
+    pub mac: String,
+    /// The node its inventory enrolled, once it has.
+    pub node_id: Option<Uuid>,
+}
+
+/// The prefix of discovery tokens (boot tokens start with `rla_`).
+pub const DISCOVERY_PREFIX: &str = "rld_";
 
 /// Who an agent token speaks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,5 +232,103 @@ impl Store {
             waiting: status.as_deref() == Some("waiting"),
             finishing: r.try_get::<Option<String>, _>("stage")?.as_deref() == Some("finish"),
         }))
+    }
+
+    /// The node of an unexpired agent token whose boot was the node's last
+    /// one, whatever its step's state (a later boot makes it worthless).
+    pub async fn agent_token_node(&self, text: &str) -> Result<Option<Uuid>> {
+        let row = sqlx::query(
+            "SELECT t.node_id FROM agent_tokens t WHERE t.hash = $1 AND t.expires_at >= $2 \
+             AND t.step_id = (SELECT MAX(s.id) FROM steps s WHERE s.node_id = t.node_id)",
+        )
+        .bind(hash_token(text))
+        .bind(now_ms())
+        .fetch_optional(&self.read)
+        .await?;
+        row.map(|r| {
+            let n: String = r.try_get("node_id")?;
+            Uuid::parse_str(&n).map_err(|e| StoreError::Corrupt(e.to_string()))
+        })
+        .transpose()
+    }
+
+    /// Mints a discovery token for a machine that booted from `mac`, valid for
+    /// `ttl`; the machine's earlier unused tokens are dropped, as are expired ones.
+    pub async fn mint_discovery_token(&self, mac: &str, ttl: Duration) -> Result<String> {
+        let text = new_token(DISCOVERY_PREFIX);
+        let now = now_ms();
+        let mut tx = self.write.begin().await?;
+        sqlx::query(
+            "DELETE FROM discovery_tokens WHERE node_id IS NULL AND (mac = $1 OR expires_at < $2)",
+        )
+        .bind(mac.to_string())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO discovery_tokens (hash, mac, expires_at, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(hash_token(&text))
+        .bind(mac.to_string())
+        .bind(now + ttl.as_millis() as i64)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(text)
+    }
+
+    /// Checks a discovery token: it must exist and be unexpired.
+    pub async fn check_discovery_token(
+        &self,
+        text: &str,
+    ) -> Result<Result<DiscoveryAuth, AgentTokenError>> {
+        let hash = hash_token(text);
+        let row =
+            sqlx::query("SELECT mac, expires_at, node_id FROM discovery_tokens WHERE hash = $1")
+                .bind(hash.clone())
+                .fetch_optional(&self.read)
+                .await?;
+        let Some(r) = row else {
+            return Ok(Err(AgentTokenError::Unknown));
+        };
+        if r.try_get::<i64, _>("expires_at")? < now_ms() {
+            return Ok(Err(AgentTokenError::Expired));
+        }
+        let node_id = r
+            .try_get::<Option<String>, _>("node_id")?
+            .map(|n| Uuid::parse_str(&n).map_err(|e| StoreError::Corrupt(e.to_string())))
+            .transpose()?;
+        Ok(Ok(DiscoveryAuth {
+            hash,
+            mac: r.try_get("mac")?,
+            node_id,
+        }))
+    }
+
+    /// Takes a discovery token for one enrolment; false when it was taken already.
+    pub async fn claim_discovery_token(&self, hash: &str) -> Result<bool> {
+        let res = sqlx::query(
+            "UPDATE discovery_tokens SET used_at = $1 WHERE hash = $2 AND used_at IS NULL",
+        )
+        .bind(now_ms())
+        .bind(hash.to_string())
+        .execute(&self.write)
+        .await?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    /// Records the node a claimed discovery token enrolled, or (None) gives the
+    /// token back when the enrolment failed.
+    pub async fn settle_discovery_token(&self, hash: &str, node_id: Option<Uuid>) -> Result<()> {
+        let q = match node_id {
+            Some(id) => sqlx::query("UPDATE discovery_tokens SET node_id = $1 WHERE hash = $2")
+                .bind(id.to_string()),
+            None => sqlx::query(
+                "UPDATE discovery_tokens SET used_at = NULL WHERE hash = $1 AND node_id IS NULL",
+            ),
+        };
+        q.bind(hash.to_string()).execute(&self.write).await?;
+        Ok(())
     }
 }

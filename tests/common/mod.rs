@@ -138,7 +138,7 @@ impl TestServer {
         Some(s)
     }
 
-    /// (Re)starts the server process on the same data.
+    /// (Re)starts the server process on the same data (and the same port).
     pub async fn boot(&mut self) {
         let running = if let Some(ns) = self.netns.clone() {
             let cfg = self.cfg.clone();
@@ -152,9 +152,13 @@ impl TestServer {
             self.url = format!("http://{fwd}");
             running
         } else {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind");
+            // A restart keeps the port, as agents and clients keep the URL.
+            let addr = self
+                .url
+                .strip_prefix("http://")
+                .unwrap_or("127.0.0.1:0")
+                .to_string();
+            let listener = tokio::net::TcpListener::bind(&addr).await.expect("bind");
             let running = racklift::server::start(self.cfg.clone(), listener)
                 .await
                 .expect("server starts");
@@ -303,11 +307,8 @@ impl TestServer {
                 .is_some_and(|s| s.iter().any(|st| st["status"] == "waiting"));
             if waiting {
                 let script = self.boot_script(mac).await;
-                let token = script
-                    .split_whitespace()
-                    .find_map(|w| w.strip_prefix("racklift.token="))
+                return script_token(&script)
                     .unwrap_or_else(|| panic!("no token in boot script:\n{script}"));
-                return token.to_string();
             }
             assert!(
                 start.elapsed() < Duration::from_secs(20),
@@ -379,6 +380,14 @@ impl TestServer {
             .await
             .expect("raw db")
     }
+}
+
+/// The `racklift.token=` of a boot script, if it has one.
+pub fn script_token(script: &str) -> Option<String> {
+    script
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("racklift.token="))
+        .map(str::to_string)
 }
 
 /// The sequence of state changes in a node's events.
