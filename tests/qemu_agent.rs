@@ -87,8 +87,21 @@ impl Drop for Vm {
     }
 }
 
+/// How the VM gets its ramdisk.
+enum Start<'a> {
+    /// QEMU loads the kernel and initrd itself; user-mode networking.
+    Kernel { r: &'a Ramdisk, append: &'a str },
+    /// Network boot through QEMU's iPXE ROM from the tap `tap0` inside the
+    /// namespace `ns`, where racklift serves DHCP, TFTP and HTTP.
+    Pxe { ns: &'a str },
+}
+
 impl Vm {
     fn boot(r: &Ramdisk, dir: &Path, uefi: bool, serial: &str, append: &str) -> Vm {
+        Vm::start(dir, uefi, serial, Start::Kernel { r, append })
+    }
+
+    fn start(dir: &Path, uefi: bool, serial: &str, how: Start<'_>) -> Vm {
         // QEMU's simulated BMC on a KCS interface: the kernel's IPMI driver
         // finds it, and the agent talks to it through /dev/ipmi0.
         let bmc = [
@@ -101,7 +114,14 @@ impl Vm {
             let f = std::fs::File::create(dir.join(name)).unwrap();
             f.set_len(gib << 30).unwrap(); // sparse
         }
-        let mut cmd = std::process::Command::new("qemu-system-x86_64");
+        let mut cmd = match how {
+            Start::Pxe { ns } => {
+                let mut c = std::process::Command::new("ip");
+                c.args(["netns", "exec", ns, "qemu-system-x86_64"]);
+                c
+            }
+            Start::Kernel { .. } => std::process::Command::new("qemu-system-x86_64"),
+        };
         cmd.args(["-accel", "tcg", "-smp", "2", "-m", "1024"])
             .args(["-display", "none", "-vga", "none", "-monitor", "none"])
             .args(["-serial", "stdio", "-no-reboot"])
@@ -110,11 +130,20 @@ impl Vm {
         if uefi {
             cmd.args(["-bios", OVMF]);
         }
-        cmd.arg("-kernel")
-            .arg(&r.kernel)
-            .arg("-initrd")
-            .arg(&r.initrd)
-            .args(["-append", append]);
+        match how {
+            Start::Kernel { r, append } => {
+                cmd.arg("-kernel")
+                    .arg(&r.kernel)
+                    .arg("-initrd")
+                    .arg(&r.initrd)
+                    .args(["-append", append])
+                    .args(["-netdev", "user,id=n0"]);
+            }
+            Start::Pxe { .. } => {
+                cmd.args(["-boot", "n"])
+                    .args(["-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"]);
+            }
+        }
         for (i, (name, serial)) in [("disk-a.raw", "RL-DISK-A"), ("disk-b.raw", "RL-DISK-B")]
             .iter()
             .enumerate()
@@ -129,8 +158,7 @@ impl Vm {
                     &format!("virtio-blk-pci,drive=d{i},serial={serial}"),
                 ]);
         }
-        cmd.args(["-netdev", "user,id=n0"])
-            .args(["-device", &format!("virtio-net-pci,netdev=n0,mac={MAC1}")])
+        cmd.args(["-device", &format!("virtio-net-pci,netdev=n0,mac={MAC1}")])
             .args(["-netdev", "user,id=n1,restrict=on"])
             .args(["-device", &format!("e1000,netdev=n1,mac={MAC2}")]);
         cmd.stdin(Stdio::null())
@@ -378,6 +406,89 @@ async fn discovery_of_a_uefi_vm() {
     let events = agent_lines(&mut vm, &s, "rl-vm-uefi").await;
     vm.powered_off().await;
     report("OVMF", &vm, stored, &inv, &events);
+    drop(vm);
+    s.finish().await;
+}
+
+/// The whole way, as in a rack: an unknown machine powered on in a network
+/// namespace where racklift alone serves DHCP (discovery on for the subnet),
+/// TFTP and HTTP. QEMU's iPXE ROM gets its lease and the boot script URL,
+/// racklift answers with the discovery ramdisk, the kernel and initrd come
+/// over HTTP, the agent posts the inventory, and the machine is enrolled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pxe_discovery_through_racklift_dhcp() {
+    if !common::netns::available() {
+        return;
+    }
+    let Some(_) = prerequisites(false) else {
+        return;
+    };
+    let _one = ONE_VM.lock().await;
+    let ns = common::netns::Netns::new("q");
+    ns.ip(&["tuntap", "add", "dev", "tap0", "mode", "tap"]);
+    ns.ip(&["addr", "add", "10.88.0.1/24", "dev", "tap0"]);
+    ns.ip(&["link", "set", "tap0", "up"]);
+    let Some(s) = TestServer::start_in(common::Backend::Sqlite, Some(&ns.name), |c| {
+        c.dhcp.enabled = true;
+        c.dhcp.interfaces = vec!["tap0".into()];
+        c.dhcp.subnets = vec![racklift::config::SubnetConfig {
+            network: "10.88.0.0/24".parse().unwrap(),
+            ranges: vec![(
+                "10.88.0.100".parse().unwrap(),
+                "10.88.0.200".parse().unwrap(),
+            )],
+            router: None,
+            dns_servers: vec![],
+            domain: None,
+            next_server: None,
+            lease_time: Duration::from_secs(600),
+            discovery: true,
+        }];
+        c.http.listen = "0.0.0.0:8080".parse().unwrap();
+        c.http.public_url = "http://10.88.0.1:8080".into();
+        c.boot.kernel_url = "http://10.88.0.1:8080/assets/ramdisk/vmlinuz".into();
+        c.boot.initrd_url = "http://10.88.0.1:8080/assets/ramdisk/initrd.img".into();
+        c.boot.kernel_args = "console=ttyS0 quiet".into();
+        if let Ok(dir) = std::env::var("RACKLIFT_RAMDISK_DIR") {
+            c.boot.ramdisk_dir = dir.into();
+        } else {
+            c.boot.ramdisk_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("boot-assets/ramdisk");
+        }
+    })
+    .await
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut vm = Vm::start(dir.path(), false, "RL-VM-PXE", Start::Pxe { ns: &ns.name });
+    let (inv, stored) = vm.inventory_of(&s, "rl-vm-pxe").await;
+    check_inventory(&inv, "bios");
+    let n = s.node("rl-vm-pxe").await;
+    assert_eq!(n["macs"], json!([MAC1, MAC2]));
+    let events = agent_lines(&mut vm, &s, "rl-vm-pxe").await;
+    let texts: Vec<&str> = events.iter().filter_map(|e| e["reason"].as_str()).collect();
+    // Once enrolled, its next DHCP exchange (the ramdisk's) is on its node.
+    assert!(
+        texts.iter().any(|t| t.contains("inventory stored")),
+        "{texts:#?}"
+    );
+    let leases = s.get("/v1/dhcp/leases").await.1;
+    assert!(
+        leases
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["mac"] == MAC1 && l["state"] == "bound"),
+        "{leases}"
+    );
+    vm.powered_off().await;
+    report(
+        "PXE (SeaBIOS, iPXE ROM, racklift DHCP+HTTP)",
+        &vm,
+        stored,
+        &inv,
+        &events,
+    );
     drop(vm);
     s.finish().await;
 }
