@@ -582,32 +582,7 @@ async fn proxy_dhcp_beside_dnsmasq() {
     dns.ip(&["link", "set", "rl-d", "up"]);
     cli.ip(&["link", "set", "rl-c", "up"]);
     let dir = tempfile::tempdir().unwrap();
-    let dnsmasq = dns
-        .cmd("dnsmasq")
-        .args([
-            "--no-daemon",
-            "--port=0",
-            "--interface=rl-d",
-            "--bind-interfaces",
-            "--dhcp-range=10.77.2.10,10.77.2.50,1h",
-            "--no-ping",
-            "--no-resolv",
-            "--no-hosts",
-            "--dhcp-authoritative",
-        ])
-        .arg(format!(
-            "--dhcp-leasefile={}",
-            dir.path().join("dnsmasq.leases").display()
-        ))
-        .arg(format!(
-            "--pid-file={}",
-            dir.path().join("dnsmasq.pid").display()
-        ))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .map(peers::Peer)
-        .expect("dnsmasq");
+    let dnsmasq = common::netns::dnsmasq(&dns, "rl-d", "10.77.2.10,10.77.2.50,1h", dir.path());
     let Some(s) = TestServer::start_in(Backend::Sqlite, Some(&srv.name), |c| {
         serve_dhcp(c, DhcpMode::Proxy, "br0", vec![subnet(true)])
     })

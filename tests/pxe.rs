@@ -12,7 +12,7 @@ mod common;
 
 use common::netns::Netns;
 use common::{Backend, TestServer, peers};
-use racklift::config::{DhcpMode, SubnetConfig};
+use racklift::config::DhcpMode;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -28,29 +28,9 @@ async fn qemu_pxe_boots_from_racklift() {
     {
         return;
     }
-    let ns = Netns::new("p");
-    ns.ip(&["tuntap", "add", "dev", "tap0", "mode", "tap"]);
-    ns.ip(&["addr", "add", "10.88.0.1/24", "dev", "tap0"]);
-    ns.ip(&["link", "set", "tap0", "up"]);
+    let ns = common::netns::with_tap("p");
     let Some(s) = TestServer::start_in(Backend::Sqlite, Some(&ns.name), |c| {
-        c.dhcp.enabled = true;
-        c.dhcp.mode = DhcpMode::Server;
-        c.dhcp.interfaces = vec!["tap0".into()];
-        c.dhcp.subnets = vec![SubnetConfig {
-            network: "10.88.0.0/24".parse().unwrap(),
-            ranges: vec![(
-                "10.88.0.100".parse().unwrap(),
-                "10.88.0.200".parse().unwrap(),
-            )],
-            router: None,
-            dns_servers: vec![],
-            domain: None,
-            next_server: None,
-            lease_time: Duration::from_secs(600),
-            discovery: false,
-        }];
-        c.http.listen = "0.0.0.0:8080".parse().unwrap();
-        c.http.public_url = "http://10.88.0.1:8080".into();
+        common::netns::serve_tap_network(c, false)
     })
     .await
     else {
@@ -162,27 +142,7 @@ async fn qemu_boots_with_racklift_as_proxy_dhcp_beside_dnsmasq() {
     dns.ip(&["addr", "add", "10.88.0.2/24", "dev", "rl-d"]);
     dns.ip(&["link", "set", "rl-d", "up"]);
     let dir = tempfile::tempdir().unwrap();
-    let _dnsmasq = dns
-        .cmd("dnsmasq")
-        .args([
-            "--no-daemon",
-            "--port=0",
-            "--interface=rl-d",
-            "--bind-interfaces",
-            "--dhcp-range=10.88.0.100,10.88.0.150,10m",
-            "--no-ping",
-            "--no-resolv",
-            "--no-hosts",
-        ])
-        .arg(format!(
-            "--dhcp-leasefile={}",
-            dir.path().join("leases").display()
-        ))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .map(peers::Peer)
-        .expect("dnsmasq");
+    let _dnsmasq = common::netns::dnsmasq(&dns, "rl-d", "10.88.0.100,10.88.0.150,10m", dir.path());
     let Some(s) = TestServer::start_in(Backend::Sqlite, Some(&ns.name), |c| {
         c.dhcp.enabled = true;
         c.dhcp.mode = DhcpMode::Proxy;

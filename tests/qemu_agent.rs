@@ -424,30 +424,9 @@ async fn pxe_discovery_through_racklift_dhcp() {
         return;
     };
     let _one = ONE_VM.lock().await;
-    let ns = common::netns::Netns::new("q");
-    ns.ip(&["tuntap", "add", "dev", "tap0", "mode", "tap"]);
-    ns.ip(&["addr", "add", "10.88.0.1/24", "dev", "tap0"]);
-    ns.ip(&["link", "set", "tap0", "up"]);
+    let ns = common::netns::with_tap("q");
     let Some(s) = TestServer::start_in(common::Backend::Sqlite, Some(&ns.name), |c| {
-        c.dhcp.enabled = true;
-        c.dhcp.interfaces = vec!["tap0".into()];
-        c.dhcp.subnets = vec![racklift::config::SubnetConfig {
-            network: "10.88.0.0/24".parse().unwrap(),
-            ranges: vec![(
-                "10.88.0.100".parse().unwrap(),
-                "10.88.0.200".parse().unwrap(),
-            )],
-            router: None,
-            dns_servers: vec![],
-            domain: None,
-            next_server: None,
-            lease_time: Duration::from_secs(600),
-            discovery: true,
-        }];
-        c.http.listen = "0.0.0.0:8080".parse().unwrap();
-        c.http.public_url = "http://10.88.0.1:8080".into();
-        c.boot.kernel_url = "http://10.88.0.1:8080/assets/ramdisk/vmlinuz".into();
-        c.boot.initrd_url = "http://10.88.0.1:8080/assets/ramdisk/initrd.img".into();
+        common::netns::serve_tap_network(c, true);
         c.boot.kernel_args = "console=ttyS0 quiet".into();
         if let Ok(dir) = std::env::var("RACKLIFT_RAMDISK_DIR") {
             c.boot.ramdisk_dir = dir.into();

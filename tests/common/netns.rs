@@ -193,3 +193,65 @@ pub async fn forward_into(ns: &str, listen: SocketAddr, target: SocketAddr) {
         }
     });
 }
+
+/// A namespace with the tap `tap0` at 10.88.0.1/24, where a QEMU machine
+/// network-boots (QEMU runs inside the namespace to open the tap).
+pub fn with_tap(tag: &str) -> Netns {
+    let ns = Netns::new(tag);
+    ns.ip(&["tuntap", "add", "dev", "tap0", "mode", "tap"]);
+    ns.ip(&["addr", "add", "10.88.0.1/24", "dev", "tap0"]);
+    ns.ip(&["link", "set", "tap0", "up"]);
+    ns
+}
+
+/// racklift as the DHCP server of the tap network of [`with_tap`], its HTTP
+/// API (boot scripts, boot files) at 10.88.0.1:8080 inside the namespace.
+pub fn serve_tap_network(c: &mut racklift::config::Config, discovery: bool) {
+    c.dhcp.enabled = true;
+    c.dhcp.mode = racklift::config::DhcpMode::Server;
+    c.dhcp.interfaces = vec!["tap0".into()];
+    c.dhcp.subnets = vec![racklift::config::SubnetConfig {
+        network: "10.88.0.0/24".parse().unwrap(),
+        ranges: vec![(
+            "10.88.0.100".parse().unwrap(),
+            "10.88.0.200".parse().unwrap(),
+        )],
+        router: None,
+        dns_servers: vec![],
+        domain: None,
+        next_server: None,
+        lease_time: std::time::Duration::from_secs(600),
+        discovery,
+    }];
+    c.http.listen = "0.0.0.0:8080".parse().unwrap();
+    c.http.public_url = "http://10.88.0.1:8080".into();
+    c.boot.kernel_url = "http://10.88.0.1:8080/assets/ramdisk/vmlinuz".into();
+    c.boot.initrd_url = "http://10.88.0.1:8080/assets/ramdisk/initrd.img".into();
+}
+
+/// dnsmasq handing out `range` ("first,last,lease") on `iface` inside `ns`,
+/// and nothing else (no DNS, no boot options).
+pub fn dnsmasq(ns: &Netns, iface: &str, range: &str, dir: &std::path::Path) -> super::peers::Peer {
+    ns.cmd("dnsmasq")
+        .args([
+            "--no-daemon",
+            "--port=0",
+            "--bind-interfaces",
+            "--no-ping",
+            "--no-resolv",
+            "--no-hosts",
+            "--dhcp-authoritative",
+        ])
+        .arg(format!("--interface={iface}"))
+        .arg(format!("--dhcp-range={range}"))
+        .arg(format!(
+            "--dhcp-leasefile={}",
+            dir.join("dnsmasq.leases").display()
+        ))
+        .arg(format!("--pid-file={}", dir.join("dnsmasq.pid").display()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map(super::peers::Peer)
+        .expect("dnsmasq")
+}
