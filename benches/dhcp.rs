@@ -161,7 +161,7 @@ fn kea(link: &Link, dir: &Path, persist: bool) -> peers::Peer {
   "subnet4": [{{"id": 1, "subnet": "10.77.0.0/16", "pools": [{{"pool": "{a} - {b}"}}],
                "option-data": [{{"name": "routers", "data": "10.77.0.1"}}]}}],
   "loggers": [{{"name": "kea-dhcp4", "severity": "ERROR",
-               "output-options": [{{"output": "{log}"}}]}}]
+               "output_options": [{{"output": "{log}"}}]}}]
 }}}}"#,
             leases = leases.display(),
             a = RANGE.0,

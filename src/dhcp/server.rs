@@ -18,17 +18,37 @@ use super::pxe::{BootAnswer, BootFiles, ClientInfo, decide};
 use super::reply::{Malformed, ReplySpec, Request, build, encode, parse};
 use crate::config::{DhcpConfig, DhcpMode, SubnetConfig};
 use crate::metrics::Metrics;
+use crate::node::MacAddr;
 use crate::store::leases::{Claim, LeaseClaim, LeaseState};
-use crate::store::{NodeRecord, Store, now_ms};
+use crate::store::{Store, now_ms};
 use dhcproto::v4::MessageType;
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 use std::time::Instant;
 use tokio::sync::{Semaphore, watch};
 
-/// Requests handled at once per process; more wait in the socket buffer.
-const IN_FLIGHT: usize = 512;
+/// Requests handled at once per process. Past that, packets are dropped (and
+/// counted) rather than queued: a client retransmits, while an answer that
+/// comes seconds late is ignored, and queueing would make every answer late.
+const IN_FLIGHT: usize = 64;
+/// How long what the store says of a MAC is reused: enrolling a node or
+/// giving it an address shows in DHCP answers within this time.
+const NODE_TTL: Duration = Duration::from_secs(2);
+/// Entries kept in that cache before it is emptied.
+const NODE_CACHE_MAX: usize = 100_000;
+
+/// What DHCP needs of an enrolled node.
+#[derive(Debug, Clone)]
+struct Known {
+    id: uuid::Uuid,
+    /// The name the machine is told (option 12): its hostname, else its name.
+    hostname: String,
+    addresses: Vec<Ipv4Addr>,
+}
 /// Candidate addresses tried one by one before the free ones are listed.
 const QUICK_TRIES: u32 = 16;
 
@@ -42,6 +62,8 @@ pub struct DhcpServer {
     cursors: Vec<AtomicU32>,
     /// `[discovery] enabled`: unknown machines are answered on every subnet.
     discovery_everywhere: bool,
+    /// MAC → enrolled node (or none), with when it was read.
+    nodes: Mutex<HashMap<MacAddr, (std::time::Instant, Option<Known>)>>,
 }
 
 /// An answer and where it goes.
@@ -63,7 +85,7 @@ struct Ctx<'a> {
     req: &'a Request,
     subnet: Option<(usize, &'a SubnetConfig)>,
     server_id: Ipv4Addr,
-    node: Option<NodeRecord>,
+    node: Option<Known>,
     boot: BootAnswer,
 }
 
@@ -115,7 +137,41 @@ impl DhcpServer {
             files,
             cursors,
             discovery_everywhere,
+            nodes: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The enrolled node with this MAC, read from the store at most every
+    /// [`NODE_TTL`].
+    async fn known(&self, mac: MacAddr) -> crate::store::Result<Option<Known>> {
+        let now = std::time::Instant::now();
+        if let Some((at, k)) = self.lock_nodes().get(&mac)
+            && now.duration_since(*at) < NODE_TTL
+        {
+            return Ok(k.clone());
+        }
+        let k = self.store.node_by_mac(mac).await?.map(|r| Known {
+            id: r.node.id,
+            hostname: r.node.hostname.clone().unwrap_or(r.node.name),
+            addresses: r
+                .node
+                .addresses
+                .values()
+                .filter_map(|a| a.parse().ok())
+                .collect(),
+        });
+        let mut cache = self.lock_nodes();
+        if cache.len() >= NODE_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(mac, (now, k.clone()));
+        Ok(k)
+    }
+
+    fn lock_nodes(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<MacAddr, (std::time::Instant, Option<Known>)>> {
+        self.nodes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The subnet a request belongs to, and this server's address on it.
@@ -151,16 +207,33 @@ impl DhcpServer {
         iface: &Iface,
         port: Port,
     ) -> Outcome {
+        match self.check(bytes, src, iface) {
+            Ok(req) => self.handle_request(&req, src, iface, port).await,
+            Err(silent) => silent,
+        }
+    }
+
+    /// Parses a datagram; a malformed one is counted, logged and dropped here,
+    /// before it can take a place among the requests being answered.
+    pub fn check(&self, bytes: &[u8], src: SocketAddr, iface: &Iface) -> Result<Request, Outcome> {
+        parse(bytes).map_err(|e| self.malformed(e, src, iface))
+    }
+
+    /// Answers a well-formed request.
+    pub async fn handle_request(
+        &self,
+        req: &Request,
+        src: SocketAddr,
+        iface: &Iface,
+        port: Port,
+    ) -> Outcome {
         let started = Instant::now();
-        let out = match parse(bytes) {
-            Err(e) => self.malformed(e, src, iface),
-            Ok(req) => match self.answer(&req, src, iface, port).await {
-                Ok(o) => o,
-                Err(e) => {
-                    tracing::warn!(mac = %req.mac, error = %e, "DHCP request not answered: store unavailable");
-                    Outcome::Silent("store_error")
-                }
-            },
+        let out = match self.answer(req, src, iface, port).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(mac = %req.mac, error = %e, "DHCP request not answered: store unavailable");
+                Outcome::Silent("store_error")
+            }
         };
         match &out {
             Outcome::Answer(_) => self.metrics.count("dhcp_answered"),
@@ -194,7 +267,7 @@ impl DhcpServer {
             },
             None => return Ok(Outcome::Silent("no_subnet")),
         };
-        let node = self.store.node_by_mac(req.mac).await?;
+        let node = self.known(req.mac).await?;
         let discovery = self.discovery_everywhere || subnet.is_some_and(|(_, s)| s.discovery);
         if node.is_none() && !discovery {
             tracing::debug!(mac = %req.mac, iface = %iface.name, "not enrolled and discovery is off: no answer");
@@ -225,9 +298,7 @@ impl DhcpServer {
         };
         if let (Some(n), Outcome::Answer(a)) = (&ctx.node, &out) {
             let text = describe(req, a, &ctx.boot);
-            self.store
-                .log_event(n.node.id, "dhcp", "dhcp", &text)
-                .await?;
+            self.store.log_event(n.id, "dhcp", "dhcp", &text).await?;
         }
         Ok(out)
     }
@@ -277,18 +348,12 @@ impl DhcpServer {
         };
         let req = c.req;
         let fixed = c.node.as_ref().and_then(|n| {
-            n.node
-                .addresses
-                .values()
-                .filter_map(|a| a.parse::<Ipv4Addr>().ok())
+            n.addresses
+                .iter()
+                .copied()
                 .find(|ip| sub.network.contains(*ip))
         });
-        let hostname = c.node.as_ref().map(|n| {
-            n.node
-                .hostname
-                .clone()
-                .unwrap_or_else(|| n.node.name.clone())
-        });
+        let hostname = c.node.as_ref().map(|n| n.hostname.clone());
         let tag = c.server_id.to_string();
         let now = now_ms();
         let lease_ms = sub.lease_time.as_millis() as i64;
@@ -653,14 +718,17 @@ pub async fn serve(
                         }
                     },
                 };
-                let Ok(permit) = limit.clone().acquire_owned().await else {
-                    return;
+                let Ok(req) = server.check(&buf[..n], src, &iface) else {
+                    continue;
                 };
-                let packet = buf[..n].to_vec();
+                let Ok(permit) = limit.clone().try_acquire_owned() else {
+                    server.metrics.count("dhcp_dropped_overload");
+                    continue;
+                };
                 let (server, sock, iface) = (server.clone(), sock.clone(), iface.clone());
                 tokio::spawn(async move {
                     let _permit = permit;
-                    if let Outcome::Answer(a) = server.handle(&packet, src, &iface, port).await
+                    if let Outcome::Answer(a) = server.handle_request(&req, src, &iface, port).await
                         && let Err(e) = sock.send_to(&a.bytes, a.to).await
                     {
                         tracing::warn!(to = %a.to, error = %e, "DHCP reply not sent");

@@ -172,19 +172,8 @@ impl Store {
         keep: Option<Ipv4Addr>,
         server: &str,
     ) -> Result<()> {
-        let now = now_ms();
-        sqlx::query(
-            "UPDATE dhcp_leases SET mac = NULL, state = 'released', expires_at = $1, \
-             updated_at = $1, server = $2 WHERE subnet = $3 AND mac = $4 AND ip <> $5",
-        )
-        .bind(now)
-        .bind(server.to_string())
-        .bind(subnet.to_string())
-        .bind(mac.to_string())
-        .bind(keep.map(|ip| ip.to_string()).unwrap_or_default())
-        .execute(&self.write)
-        .await?;
-        Ok(())
+        let mut conn = self.write.acquire().await?;
+        forget(&mut conn, subnet, mac, keep, server).await
     }
 
     /// Claims `c.ip` for `c.mac`: wins when the address is free, expired, or
@@ -197,37 +186,20 @@ impl Store {
         force: bool,
         move_client: bool,
     ) -> Result<Claim> {
-        let now = now_ms();
-        if force || move_client {
-            self.forget_client_leases(c.subnet, c.mac, Some(c.ip), c.server)
-                .await?;
-        }
-        // A pool entry of a profile is reserved unless this is a forced (fixed) claim.
-        let res = sqlx::query(
-            "INSERT INTO dhcp_leases (ip, subnet, mac, state, hostname, expires_at, updated_at, server) \
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8 \
-             WHERE $9 OR NOT EXISTS (SELECT 1 FROM allocations WHERE value = $1) \
-             ON CONFLICT (ip) DO UPDATE SET subnet = excluded.subnet, mac = excluded.mac, \
-             state = excluded.state, hostname = COALESCE(excluded.hostname, dhcp_leases.hostname), \
-             expires_at = excluded.expires_at, updated_at = excluded.updated_at, server = excluded.server \
-             WHERE $9 OR dhcp_leases.expires_at < $7 OR dhcp_leases.mac = excluded.mac",
-        )
-        .bind(c.ip.to_string())
-        .bind(c.subnet.to_string())
-        .bind(c.mac.to_string())
-        .bind(c.state.as_str())
-        .bind(c.hostname.map(str::to_string))
-        .bind(c.expires_at)
-        .bind(now)
-        .bind(c.server.to_string())
-        .bind(force)
-        .execute(&self.write)
-        .await;
-        match res {
-            Ok(r) if r.rows_affected() == 1 => Ok(Claim::Won),
-            Ok(_) => Ok(Claim::Busy),
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(Claim::ClientHasOther),
-            Err(e) => Err(e.into()),
+        let op = Op::Claim {
+            ip: c.ip,
+            subnet: c.subnet.to_string(),
+            mac: c.mac,
+            state: c.state,
+            hostname: c.hostname.map(str::to_string),
+            expires_at: c.expires_at,
+            server: c.server.to_string(),
+            force,
+            move_client,
+        };
+        match self.lease_op(op).await? {
+            Done::Claim(c) => Ok(c),
+            Done::Changed(_) => unreachable!("a claim answers with a claim"),
         }
     }
 
@@ -241,20 +213,34 @@ impl Store {
         hostname: Option<&str>,
         server: &str,
     ) -> Result<bool> {
-        let r = sqlx::query(
-            "UPDATE dhcp_leases SET state = 'bound', expires_at = $1, updated_at = $2, \
-             hostname = COALESCE($3, hostname), server = $4 \
-             WHERE ip = $5 AND mac = $6 AND state <> 'declined'",
-        )
-        .bind(expires_at)
-        .bind(now_ms())
-        .bind(hostname.map(str::to_string))
-        .bind(server.to_string())
-        .bind(ip.to_string())
-        .bind(mac.to_string())
-        .execute(&self.write)
-        .await?;
-        Ok(r.rows_affected() == 1)
+        let op = Op::Bind {
+            ip,
+            mac,
+            expires_at,
+            hostname: hostname.map(str::to_string),
+            server: server.to_string(),
+        };
+        match self.lease_op(op).await? {
+            Done::Changed(b) => Ok(b),
+            Done::Claim(_) => unreachable!("a bind answers with a change"),
+        }
+    }
+
+    /// Runs one lease write: through the group-commit writer on SQLite, on a
+    /// connection of its own on PostgreSQL.
+    async fn lease_op(&self, op: Op) -> Result<Done> {
+        if let Some(tx) = &self.lease_writer {
+            let (reply, rx) = tokio::sync::oneshot::channel();
+            tx.send((op, reply))
+                .await
+                .map_err(|_| super::StoreError::Unavailable("the lease writer stopped".into()))?;
+            return rx
+                .await
+                .map_err(|_| super::StoreError::Unavailable("the lease writer stopped".into()))?
+                .map_err(super::StoreError::Unavailable);
+        }
+        let mut conn = self.write.acquire().await?;
+        run(&mut conn, &op).await
     }
 
     /// RELEASE: the address is free at once; the row keeps the MAC, so the
@@ -315,5 +301,181 @@ impl Store {
             }
         }
         Ok(out)
+    }
+}
+
+/// A lease write, owned, so it can wait in the writer's queue.
+#[derive(Debug)]
+pub(super) enum Op {
+    Claim {
+        ip: Ipv4Addr,
+        subnet: String,
+        mac: MacAddr,
+        state: LeaseState,
+        hostname: Option<String>,
+        expires_at: i64,
+        server: String,
+        force: bool,
+        move_client: bool,
+    },
+    Bind {
+        ip: Ipv4Addr,
+        mac: MacAddr,
+        expires_at: i64,
+        hostname: Option<String>,
+        server: String,
+    },
+}
+
+/// What a lease write did.
+#[derive(Debug)]
+pub(super) enum Done {
+    Claim(Claim),
+    Changed(bool),
+}
+
+type Queued = (Op, tokio::sync::oneshot::Sender<Result<Done, String>>);
+
+/// Most writes committed together.
+const BATCH: usize = 128;
+
+/// SQLite's lease writer: every write waiting when the writer connection is
+/// free goes into one transaction (a failed statement rolls back alone, so
+/// each write keeps its own outcome). A DHCP exchange costs two writes; one
+/// commit per write would cap a boot storm at the commit rate.
+pub(super) fn spawn_writer(write: sqlx::AnyPool) -> tokio::sync::mpsc::Sender<Queued> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Queued>(4096);
+    tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(q) => batch.push(q),
+                    Err(_) => break,
+                }
+            }
+            let outcome = async {
+                let mut t = write.begin().await?;
+                let mut done = Vec::with_capacity(batch.len());
+                for (op, _) in &batch {
+                    done.push(run(&mut t, op).await.map_err(|e| e.to_string()));
+                }
+                t.commit().await?;
+                Ok::<_, sqlx::Error>(done)
+            }
+            .await;
+            match outcome {
+                Ok(done) => {
+                    for ((_, reply), d) in batch.into_iter().zip(done) {
+                        let _ = reply.send(d);
+                    }
+                }
+                Err(e) => {
+                    for (_, reply) in batch {
+                        let _ = reply.send(Err(format!("lease write not committed: {e}")));
+                    }
+                }
+            }
+        }
+    });
+    tx
+}
+
+async fn forget(
+    conn: &mut sqlx::AnyConnection,
+    subnet: &str,
+    mac: MacAddr,
+    keep: Option<Ipv4Addr>,
+    server: &str,
+) -> Result<()> {
+    let now = now_ms();
+    sqlx::query(
+        "UPDATE dhcp_leases SET mac = NULL, state = 'released', expires_at = $1, \
+         updated_at = $1, server = $2 WHERE subnet = $3 AND mac = $4 AND ip <> $5",
+    )
+    .bind(now)
+    .bind(server.to_string())
+    .bind(subnet.to_string())
+    .bind(mac.to_string())
+    .bind(keep.map(|ip| ip.to_string()).unwrap_or_default())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+async fn run(conn: &mut sqlx::AnyConnection, op: &Op) -> Result<Done> {
+    let now = now_ms();
+    match op {
+        Op::Claim {
+            ip,
+            subnet,
+            mac,
+            state,
+            hostname,
+            expires_at,
+            server,
+            force,
+            move_client,
+        } => {
+            if *force || *move_client {
+                forget(conn, subnet, *mac, Some(*ip), server).await?;
+            }
+            // A pool entry of a profile is reserved unless this is a forced (fixed)
+            // claim. A client's live bound lease is never turned back into an
+            // offer (another process may have read it as offered just before).
+            let res = sqlx::query(
+                "INSERT INTO dhcp_leases (ip, subnet, mac, state, hostname, expires_at, updated_at, server) \
+                 SELECT $1, $2, $3, $4, $5, $6, $7, $8 \
+                 WHERE $9 OR NOT EXISTS (SELECT 1 FROM allocations WHERE value = $1) \
+                 ON CONFLICT (ip) DO UPDATE SET subnet = excluded.subnet, mac = excluded.mac, \
+                 state = CASE WHEN dhcp_leases.mac = excluded.mac AND dhcp_leases.state = 'bound' \
+                   AND dhcp_leases.expires_at >= $7 THEN 'bound' ELSE excluded.state END, \
+                 hostname = COALESCE(excluded.hostname, dhcp_leases.hostname), \
+                 expires_at = CASE WHEN dhcp_leases.mac = excluded.mac AND dhcp_leases.state = 'bound' \
+                   AND dhcp_leases.expires_at > excluded.expires_at THEN dhcp_leases.expires_at \
+                   ELSE excluded.expires_at END, \
+                 updated_at = excluded.updated_at, server = excluded.server \
+                 WHERE $9 OR dhcp_leases.expires_at < $7 OR dhcp_leases.mac = excluded.mac",
+            )
+            .bind(ip.to_string())
+            .bind(subnet.clone())
+            .bind(mac.to_string())
+            .bind(state.as_str())
+            .bind(hostname.clone())
+            .bind(*expires_at)
+            .bind(now)
+            .bind(server.clone())
+            .bind(*force)
+            .execute(&mut *conn)
+            .await;
+            Ok(Done::Claim(match res {
+                Ok(r) if r.rows_affected() == 1 => Claim::Won,
+                Ok(_) => Claim::Busy,
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Claim::ClientHasOther,
+                Err(e) => return Err(e.into()),
+            }))
+        }
+        Op::Bind {
+            ip,
+            mac,
+            expires_at,
+            hostname,
+            server,
+        } => {
+            let r = sqlx::query(
+                "UPDATE dhcp_leases SET state = 'bound', expires_at = $1, updated_at = $2, \
+                 hostname = COALESCE($3, hostname), server = $4 \
+                 WHERE ip = $5 AND mac = $6 AND state <> 'declined'",
+            )
+            .bind(*expires_at)
+            .bind(now)
+            .bind(hostname.clone())
+            .bind(server.clone())
+            .bind(ip.to_string())
+            .bind(mac.to_string())
+            .execute(&mut *conn)
+            .await?;
+            Ok(Done::Changed(r.rows_affected() == 1))
+        }
     }
 }

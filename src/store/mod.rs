@@ -156,6 +156,13 @@ pub struct Store {
     pub work_ready: Arc<Notify>,
     /// The enrolment writer (group commit).
     enrol: tokio::sync::mpsc::Sender<enrol::Pending>,
+    /// SQLite only: the group-commit writer of DHCP leases.
+    lease_writer: Option<
+        tokio::sync::mpsc::Sender<(
+            leases::Op,
+            tokio::sync::oneshot::Sender<std::result::Result<leases::Done, String>>,
+        )>,
+    >,
 }
 
 impl std::fmt::Debug for Store {
@@ -236,8 +243,11 @@ impl Store {
         };
         let events_written = Arc::new(Notify::new());
         let enrol = enrol::spawn(write.clone(), events_written.clone());
+        let lease_writer =
+            (backend == Backend::Sqlite).then(|| leases::spawn_writer(write.clone()));
         Ok(Store {
             enrol,
+            lease_writer,
             read,
             write,
             backend,
