@@ -334,7 +334,8 @@ pub(super) enum Done {
     Changed(bool),
 }
 
-type Queued = (Op, tokio::sync::oneshot::Sender<Result<Done, String>>);
+/// A write waiting for the writer, and where its outcome goes.
+pub(super) type Queued = (Op, tokio::sync::oneshot::Sender<Result<Done, String>>);
 
 /// Most writes committed together.
 const BATCH: usize = 128;

@@ -157,12 +157,7 @@ pub struct Store {
     /// The enrolment writer (group commit).
     enrol: tokio::sync::mpsc::Sender<enrol::Pending>,
     /// SQLite only: the group-commit writer of DHCP leases.
-    lease_writer: Option<
-        tokio::sync::mpsc::Sender<(
-            leases::Op,
-            tokio::sync::oneshot::Sender<std::result::Result<leases::Done, String>>,
-        )>,
-    >,
+    lease_writer: Option<tokio::sync::mpsc::Sender<leases::Queued>>,
 }
 
 impl std::fmt::Debug for Store {
