@@ -34,7 +34,7 @@ use tokio::sync::{Semaphore, watch};
 /// Requests handled at once per process. Past that, packets are dropped (and
 /// counted) rather than queued: a client retransmits, while an answer that
 /// comes seconds late is ignored, and queueing would make every answer late.
-const IN_FLIGHT: usize = 64;
+const IN_FLIGHT: usize = 256;
 /// How long what the store says of a MAC is reused: enrolling a node or
 /// giving it an address shows in DHCP answers within this time.
 const NODE_TTL: Duration = Duration::from_secs(2);
