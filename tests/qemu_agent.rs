@@ -417,10 +417,20 @@ async fn discovery_of_a_uefi_vm() {
 /// over HTTP, the agent posts the inventory, and the machine is enrolled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pxe_discovery_through_racklift_dhcp() {
+    pxe_discovery(false).await;
+}
+
+/// The same under UEFI (OVMF, with the iPXE EFI driver of QEMU's NIC ROM).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pxe_discovery_through_racklift_dhcp_uefi() {
+    pxe_discovery(true).await;
+}
+
+async fn pxe_discovery(uefi: bool) {
     if !common::netns::available() {
         return;
     }
-    let Some(_) = prerequisites(false) else {
+    let Some(_) = prerequisites(uefi) else {
         return;
     };
     let _one = ONE_VM.lock().await;
@@ -439,9 +449,9 @@ async fn pxe_discovery_through_racklift_dhcp() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let mut vm = Vm::start(dir.path(), false, "RL-VM-PXE", Start::Pxe { ns: &ns.name });
+    let mut vm = Vm::start(dir.path(), uefi, "RL-VM-PXE", Start::Pxe { ns: &ns.name });
     let (inv, stored) = vm.inventory_of(&s, "rl-vm-pxe").await;
-    check_inventory(&inv, "bios");
+    check_inventory(&inv, if uefi { "uefi" } else { "bios" });
     let n = s.node("rl-vm-pxe").await;
     assert_eq!(n["macs"], json!([MAC1, MAC2]));
     let events = agent_lines(&mut vm, &s, "rl-vm-pxe").await;
@@ -461,13 +471,12 @@ async fn pxe_discovery_through_racklift_dhcp() {
         "{leases}"
     );
     vm.powered_off().await;
-    report(
-        "PXE (SeaBIOS, iPXE ROM, racklift DHCP+HTTP)",
-        &vm,
-        stored,
-        &inv,
-        &events,
-    );
+    let label = if uefi {
+        "PXE (OVMF, iPXE EFI driver, racklift DHCP+HTTP)"
+    } else {
+        "PXE (SeaBIOS, iPXE ROM, racklift DHCP+HTTP)"
+    };
+    report(label, &vm, stored, &inv, &events);
     drop(vm);
     s.finish().await;
 }
