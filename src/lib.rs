@@ -12,6 +12,7 @@ pub mod cli;
 pub mod conductor;
 pub mod config;
 pub mod dhcp;
+pub mod http_front;
 pub mod metrics;
 pub mod node;
 pub mod power_sync;

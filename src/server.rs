@@ -209,6 +209,8 @@ pub async fn start_with(cfg: Config, sockets: Listeners) -> anyhow::Result<Runni
             }
         }));
     }
+    let front_mounts = crate::http_front::mounts(&cfg);
+    let front_metrics = metrics.clone();
     let app = AppState::new(
         store.clone(),
         Arc::new(cfg),
@@ -218,9 +220,13 @@ pub async fn start_with(cfg: Config, sockets: Listeners) -> anyhow::Result<Runni
         profiles,
     );
     let mut sd = rx.clone();
+    let front =
+        crate::http_front::FrontListener::new(listener, front_mounts, front_metrics, rx.clone());
     tasks.push(tokio::spawn(async move {
+        // Boot-file downloads are sent by the front; every other request
+        // reaches the router. `tap_io` gives axum the peer address.
         let serve = axum::serve(
-            listener,
+            axum::serve::ListenerExt::tap_io(front, |_| {}),
             router(app).into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(async move {

@@ -135,3 +135,165 @@ async fn boot_files_over_http_with_ranges_and_over_tftp() {
     }
     s.finish().await;
 }
+
+/// One HTTP/1.1 response read off a raw connection: status, headers, body.
+struct Raw {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Raw {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads one response (with a `content-length`; HEAD responses have no body).
+async fn read_response(
+    conn: &mut tokio::io::BufReader<tokio::net::TcpStream>,
+    head_only: bool,
+) -> Raw {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    let mut line = String::new();
+    conn.read_line(&mut line).await.unwrap();
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_else(|| panic!("no status line: {line:?}"))
+        .parse()
+        .unwrap();
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        conn.read_line(&mut h).await.unwrap();
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (n, v) = h.split_once(':').unwrap();
+        headers.push((n.trim().to_string(), v.trim().to_string()));
+    }
+    let mut r = Raw {
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    if !head_only {
+        let len: usize = r
+            .header("content-length")
+            .expect("a content-length")
+            .parse()
+            .unwrap();
+        r.body = vec![0; len];
+        conn.read_exact(&mut r.body).await.unwrap();
+    }
+    r
+}
+
+/// Boot files on kept-alive and pipelined connections: downloads answered
+/// before the router and requests handed to it mix on one connection, and
+/// both give the same bytes and headers for the same file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downloads_and_api_requests_share_connections() {
+    use tokio::io::AsyncWriteExt;
+    let Some(s) = TestServer::start(Backend::Sqlite, |_| {}).await else {
+        return;
+    };
+    let image = noise(5 << 20);
+    let dir = s.cfg.boot.assets_dir.join("images");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("disk.raw"), &image).unwrap();
+    std::fs::write(dir.join("empty.img"), b"").unwrap();
+    let addr = s.url.strip_prefix("http://").unwrap().to_string();
+    let open = || async {
+        tokio::io::BufReader::new(tokio::net::TcpStream::connect(&addr).await.unwrap())
+    };
+
+    // Four requests in one write: a download, a range, the API, a download again.
+    let mut conn = open().await;
+    let req = "GET /assets/images/disk.raw HTTP/1.1\r\nHost: t\r\n\r\n\
+               GET /assets/images/disk.raw HTTP/1.1\r\nHost: t\r\nRange: bytes=1000-1999\r\n\r\n\
+               GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n\
+               GET /assets/images/disk.raw HTTP/1.1\r\nHost: t\r\n\r\n";
+    conn.get_mut().write_all(req.as_bytes()).await.unwrap();
+    let first = read_response(&mut conn, false).await;
+    assert_eq!(first.status, 200);
+    assert!(first.body == image, "the download's bytes differ");
+    assert_eq!(first.header("accept-ranges"), Some("bytes"));
+    let part = read_response(&mut conn, false).await;
+    assert_eq!(part.status, 206);
+    assert_eq!(
+        part.header("content-range").unwrap(),
+        format!("bytes 1000-1999/{}", image.len())
+    );
+    assert_eq!(part.body, image[1000..2000]);
+    let health = read_response(&mut conn, false).await;
+    assert_eq!(health.status, 200);
+    assert!(
+        String::from_utf8_lossy(&health.body).contains("\"status\":\"ok\""),
+        "{}",
+        String::from_utf8_lossy(&health.body)
+    );
+    // The router serves the rest of this connection: same file, same answer.
+    let again = read_response(&mut conn, false).await;
+    assert_eq!(again.status, 200);
+    assert!(again.body == image);
+    for h in [
+        "content-type",
+        "content-length",
+        "last-modified",
+        "accept-ranges",
+    ] {
+        assert_eq!(first.header(h), again.header(h), "{h}");
+    }
+
+    // HTTP/1.0 without keep-alive: the answer, then the connection closes.
+    let mut conn = open().await;
+    conn.get_mut()
+        .write_all(b"GET /assets/images/disk.raw HTTP/1.0\r\nRange: bytes=-10\r\n\r\n")
+        .await
+        .unwrap();
+    let tail = read_response(&mut conn, false).await;
+    assert_eq!(tail.status, 206);
+    assert_eq!(tail.body, image[image.len() - 10..]);
+    let mut rest = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut conn, &mut rest)
+        .await
+        .unwrap();
+    assert!(rest.is_empty(), "bytes after the response: {rest:?}");
+
+    // An empty file, a directory, a missing file, a query string.
+    let mut conn = open().await;
+    conn.get_mut()
+        .write_all(
+            b"GET /assets/images/empty.img HTTP/1.1\r\nHost: t\r\n\r\n\
+              GET /assets/images/disk.raw?v=2 HTTP/1.1\r\nHost: t\r\nRange: bytes=0-3\r\n\r\n\
+              GET /assets/images/missing.img HTTP/1.1\r\nHost: t\r\n\r\n\
+              GET /assets/images/disk.raw HTTP/1.1\r\nHost: t\r\nRange: bytes=99999999-\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let empty = read_response(&mut conn, false).await;
+    assert_eq!((empty.status, empty.body.len()), (200, 0));
+    let query = read_response(&mut conn, false).await;
+    assert_eq!((query.status, &query.body[..]), (206, &image[..4]));
+    let missing = read_response(&mut conn, false).await;
+    assert_eq!(missing.status, 404);
+    let beyond = read_response(&mut conn, false).await;
+    assert_eq!(beyond.status, 416);
+    assert_eq!(
+        beyond.header("content-range").unwrap(),
+        format!("bytes */{}", image.len())
+    );
+
+    // Downloads are counted like every request.
+    let metrics = s.metrics().await;
+    assert!(
+        metrics.contains("route=\"/assets/*\""),
+        "no boot-file downloads in /metrics:\n{metrics}"
+    );
+}

@@ -138,6 +138,7 @@ async fn track(State(app): State<AppState>, req: Request, next: Next) -> Respons
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
+        .or_else(|| crate::http_front::route_label(req.uri().path()).map(String::from))
         .unwrap_or_else(|| "unmatched".into());
     let resp = next.run(req).await;
     app.metrics
@@ -193,7 +194,9 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/agent/heartbeat", post(agent::heartbeat))
         .route("/v1/agent/log", post(agent::log));
     // Boot files: no token (firmware and ramdisks fetch them), read-only,
-    // Range and conditional requests answered by tower-http.
+    // Range and conditional requests answered by tower-http. Plain downloads
+    // of the same mounts are sent by `http_front` with sendfile before they
+    // reach the router.
     let ramdisk_missing = {
         let dir = app.cfg.boot.ramdisk_dir.clone();
         axum::routing::get(move || async move {
@@ -203,20 +206,16 @@ pub fn router(app: AppState) -> Router {
             ))
         })
     };
-    let assets = Router::new()
-        .nest_service(
-            "/assets/ramdisk",
-            tower_http::services::ServeDir::new(&app.cfg.boot.ramdisk_dir)
-                .not_found_service(ramdisk_missing),
-        )
-        .nest_service(
-            "/assets/ipxe",
-            tower_http::services::ServeDir::new(&app.cfg.tftp.root),
-        )
-        .nest_service(
-            "/assets",
-            tower_http::services::ServeDir::new(&app.cfg.boot.assets_dir),
-        );
+    let mut assets = Router::new();
+    for mount in crate::http_front::mounts(&app.cfg) {
+        let at = mount.prefix.trim_end_matches('/');
+        let files = tower_http::services::ServeDir::new(&mount.dir);
+        assets = if at == "/assets/ramdisk" {
+            assets.nest_service(at, files.not_found_service(ramdisk_missing.clone()))
+        } else {
+            assets.nest_service(at, files)
+        };
+    }
     Router::new()
         .merge(operator)
         .merge(open)

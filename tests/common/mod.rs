@@ -87,6 +87,8 @@ pub fn test_config(dir: &std::path::Path, db_url: &str) -> Config {
     cfg.database.url = db_url.to_string();
     cfg.secrets.key_file = dir.join("secret.key");
     cfg.secrets.admin_token_file = dir.join("admin.token");
+    // Boot files of this test only (the defaults lie under ./racklift-data).
+    cfg.boot.assets_dir = dir.join("assets");
     cfg.conductor.poll_interval = Duration::from_millis(50);
     cfg.conductor.lease = Duration::from_secs(2);
     cfg.conductor.retry_backoff = Duration::from_millis(20);
