@@ -27,9 +27,15 @@ use std::time::{Duration, Instant};
 
 const RANGE: (&str, &str) = ("10.77.0.10", "10.77.255.250");
 
-/// Simulated clients: fewer than the range's 65,000 addresses, so no run ends
-/// with clients the pool cannot serve (those would count as drops).
-const CLIENTS: u32 = 50_000;
+/// Simulated clients (RACKLIFT_BENCH_CLIENTS): by default fewer than the
+/// range's 65,000 addresses, so no run ends with clients the pool cannot serve
+/// (those count as drops, and a full pool slows every server's search).
+fn clients() -> u32 {
+    std::env::var("RACKLIFT_BENCH_CLIENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50_000)
+}
 
 /// What perfdhcp measured.
 #[derive(Debug, Default)]
@@ -44,7 +50,7 @@ struct Run {
     acks: u64,
 }
 
-fn parse_perfdhcp(out: &str, secs: u64) -> Run {
+fn parse_perfdhcp(out: &str) -> Run {
     let mut r = Run::default();
     let mut section = "";
     for line in out.lines() {
@@ -78,23 +84,27 @@ fn parse_perfdhcp(out: &str, secs: u64) -> Run {
             r.acks = v.trim().parse().unwrap_or(0);
         }
     }
-    r.rate = r.acks as f64 / secs as f64;
     r
 }
 
-fn perfdhcp(link: &Link, rate: u32, secs: u64) -> Run {
-    let out = link
-        .cli
-        .cmd("perfdhcp")
-        .args(["-4", "-l", "rl-c", "-R", &CLIENTS.to_string()])
-        .args(["-r", &rate.to_string(), "-p", &secs.to_string()])
+fn perfdhcp(link: &Link, rate: u32, secs: u64, wait: bool) -> Run {
+    let mut cmd = link.cli.cmd("perfdhcp");
+    cmd.args(["-4", "-l", "rl-c", "-R", &clients().to_string()])
+        .args(["-r", &rate.to_string(), "-p", &secs.to_string()]);
+    if wait {
         // Wait a second after the last send for the answers still in flight;
         // without it they count as drops for every server.
-        .args(["-W", "1000000"])
-        .output()
-        .expect("perfdhcp");
+        cmd.args(["-W", "1000000"]);
+    }
+    let out = cmd.output().expect("perfdhcp");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let r = parse_perfdhcp(&text, secs);
+    let mut r = parse_perfdhcp(&text);
+    // With the exit wait perfdhcp divides by the wait too: count per second of sending.
+    r.rate = if wait {
+        r.acks as f64 / secs as f64
+    } else {
+        r.perfdhcp_rate
+    };
     if r.perfdhcp_rate == 0.0 {
         eprintln!(
             "perfdhcp printed no rate:\n{text}\n{}",
@@ -145,7 +155,7 @@ fn udp_rcvbuf_errors(ns: &netns::Netns) -> u64 {
 /// Waits until perfdhcp sees answers (the server is up).
 fn wait_answering(link: &Link) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while perfdhcp(link, 10, 1).acks == 0 {
+    while perfdhcp(link, 10, 1, true).acks == 0 {
         assert!(Instant::now() < deadline, "server never answered");
     }
 }
@@ -280,7 +290,7 @@ fn main() {
         let dir = tempfile::tempdir().unwrap();
         let _server = start(&link, dir.path());
         wait_answering(&link);
-        let max = perfdhcp(&link, rate, secs);
+        let max = perfdhcp(&link, rate, secs, false);
         if name.starts_with("racklift") {
             eprintln!(
                 "racklift counters after saturation: {}",
@@ -290,7 +300,7 @@ fn main() {
         // Then the highest rate with no drop at all: from 90 % of what it
         // sustained down in steps of 5 % of it.
         let mut steady_rate = ((max.rate * 0.9) as u32).max(10);
-        let mut steady = perfdhcp(&link, steady_rate, secs);
+        let mut steady = perfdhcp(&link, steady_rate, secs, true);
         for step in 1..=8 {
             if steady.drops_offer + steady.drops_ack == 0 {
                 break;
@@ -301,7 +311,7 @@ fn main() {
                 udp_rcvbuf_errors(&link.cli)
             );
             steady_rate = ((max.rate * (0.9 - 0.05 * step as f64)) as u32).max(10);
-            steady = perfdhcp(&link, steady_rate, secs);
+            steady = perfdhcp(&link, steady_rate, secs, true);
         }
         eprintln!("{name}: {max:?}; at {steady_rate}/s: {steady:?}");
         if name.starts_with("racklift") {

@@ -201,6 +201,7 @@ pub async fn start_with(cfg: Config, sockets: Listeners) -> anyhow::Result<Runni
             store.clone(),
             metrics.clone(),
         ));
+        tasks.push(tokio::spawn(server.clone().keep_directory(rx.clone())));
         let sd = rx.clone();
         let dhcp = sockets.dhcp;
         tasks.push(tokio::spawn(async move {

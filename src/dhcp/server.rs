@@ -52,6 +52,18 @@ struct Known {
     hostname: String,
     addresses: Vec<Ipv4Addr>,
 }
+/// One MAC looked up alone: when, at which [`Store::nodes_epoch`], and what was found.
+type Looked = (Instant, u64, Option<Known>);
+
+/// Every enrolled MAC as read at once from the store.
+struct Directory {
+    /// When the read started.
+    at: Instant,
+    /// The store's [`Store::nodes_epoch`] before the read.
+    epoch: u64,
+    macs: HashMap<MacAddr, Known>,
+}
+
 /// Candidate addresses tried one by one before the free ones are listed.
 const QUICK_TRIES: u32 = 16;
 
@@ -65,8 +77,11 @@ pub struct DhcpServer {
     cursors: Vec<AtomicU32>,
     /// `[discovery] enabled`: unknown machines are answered on every subnet.
     discovery_everywhere: bool,
-    /// MAC → enrolled node (or none), with when it was read.
-    nodes: Mutex<HashMap<MacAddr, (std::time::Instant, Option<Known>)>>,
+    /// MAC → enrolled node (or none), with when it was read: the fallback
+    /// while the directory is missing or stale.
+    nodes: Mutex<HashMap<MacAddr, Looked>>,
+    /// Every enrolled MAC, loaded whole by [`DhcpServer::keep_directory`].
+    directory: std::sync::RwLock<Option<Directory>>,
 }
 
 /// An answer and where it goes.
@@ -141,15 +156,93 @@ impl DhcpServer {
             cursors,
             discovery_everywhere,
             nodes: Mutex::new(HashMap::new()),
+            directory: std::sync::RwLock::new(None),
         }
     }
 
-    /// The enrolled node with this MAC, read from the store at most every
-    /// [`NODE_TTL`].
+    /// Keeps the directory of enrolled MACs fresh until `shutdown`: one read
+    /// of every port every `NODE_TTL / 2`, so a DHCP request costs no lookup
+    /// in the store (the directory is never older than [`NODE_TTL`]; when it
+    /// cannot be read, lookups go to the store one MAC at a time).
+    pub async fn keep_directory(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut failing = false;
+        loop {
+            let epoch = self.store.nodes_epoch();
+            match self.load_directory().await {
+                Ok(()) => {
+                    if failing {
+                        tracing::info!("DHCP directory of enrolled machines read again");
+                        failing = false;
+                    }
+                }
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(error = %e, "DHCP directory of enrolled machines not read; looking machines up one by one");
+                        failing = true;
+                    }
+                }
+            }
+            // Read again soon after a local change to the nodes (their events
+            // wake this), at the latest after NODE_TTL / 2.
+            let deadline = tokio::time::Instant::now() + NODE_TTL / 2;
+            loop {
+                let changed = tokio::select! {
+                    _ = shutdown.wait_for(|s| *s) => return,
+                    _ = tokio::time::sleep_until(deadline) => break,
+                    _ = self.store.events_written.notified() => self.store.nodes_epoch() != epoch,
+                };
+                if changed {
+                    // Let a burst of enrolments land first.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Reads every enrolled MAC into the directory.
+    async fn load_directory(&self) -> crate::store::Result<()> {
+        let at = Instant::now();
+        let epoch = self.store.nodes_epoch();
+        let macs = self
+            .store
+            .dhcp_directory()
+            .await?
+            .into_iter()
+            .map(|e| {
+                let known = Known {
+                    id: e.node_id,
+                    hostname: e.hostname,
+                    addresses: e.addresses.iter().filter_map(|a| a.parse().ok()).collect(),
+                };
+                (e.mac, known)
+            })
+            .collect();
+        *self.directory.write().unwrap_or_else(|p| p.into_inner()) =
+            Some(Directory { at, epoch, macs });
+        Ok(())
+    }
+
+    /// The directory's answer for `mac`, when the directory is fresh and no
+    /// local change to the nodes came after its read.
+    fn in_directory(&self, mac: MacAddr, now: Instant) -> Option<Option<Known>> {
+        let dir = self.directory.read().unwrap_or_else(|p| p.into_inner());
+        let d = dir.as_ref()?;
+        (now.duration_since(d.at) < NODE_TTL && d.epoch == self.store.nodes_epoch())
+            .then(|| d.macs.get(&mac).cloned())
+    }
+
+    /// The enrolled node with this MAC: from the directory when it is fresh,
+    /// else read from the store at most every [`NODE_TTL`].
     async fn known(&self, mac: MacAddr) -> crate::store::Result<Option<Known>> {
         let now = std::time::Instant::now();
-        if let Some((at, k)) = self.lock_nodes().get(&mac)
+        if let Some(k) = self.in_directory(mac, now) {
+            return Ok(k);
+        }
+        let epoch = self.store.nodes_epoch();
+        if let Some((at, seen, k)) = self.lock_nodes().get(&mac)
             && now.duration_since(*at) < NODE_TTL
+            && *seen == epoch
         {
             return Ok(k.clone());
         }
@@ -167,13 +260,11 @@ impl DhcpServer {
         if cache.len() >= NODE_CACHE_MAX {
             cache.clear();
         }
-        cache.insert(mac, (now, k.clone()));
+        cache.insert(mac, (now, epoch, k.clone()));
         Ok(k)
     }
 
-    fn lock_nodes(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<MacAddr, (std::time::Instant, Option<Known>)>> {
+    fn lock_nodes(&self) -> std::sync::MutexGuard<'_, HashMap<MacAddr, Looked>> {
         self.nodes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -773,5 +864,72 @@ mod tests {
         assert_eq!(all, ["10.0.0.10", "10.0.0.11", "10.0.0.20"]);
         assert!(in_ranges(&s, "10.0.0.20".parse().unwrap()));
         assert!(!in_ranges(&s, "10.0.0.12".parse().unwrap()));
+    }
+
+    /// What DHCP knows of a MAC follows this process's own changes at once,
+    /// whether it comes from the directory or from a lookup.
+    #[tokio::test]
+    async fn the_directory_follows_local_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = crate::config::Config::defaults();
+        let store = Store::open(
+            &format!("sqlite://{}/t.db", dir.path().display()),
+            2,
+            crate::secrets::SecretBox::from_key(&[7; 32]),
+            cfg.conductor.timeouts.clone(),
+        )
+        .await
+        .unwrap();
+        let server = DhcpServer::new(
+            cfg.dhcp.clone(),
+            "http://127.0.0.1:8080",
+            false,
+            store.clone(),
+            Arc::new(Metrics::default()),
+        );
+        let mac: MacAddr = "52:54:00:aa:00:01".parse().unwrap();
+        let other: MacAddr = "52:54:00:aa:00:02".parse().unwrap();
+        // Looked up (and remembered as unknown) before there is a directory.
+        assert!(server.known(mac).await.unwrap().is_none());
+        server.load_directory().await.unwrap();
+        assert!(matches!(
+            server.in_directory(mac, Instant::now()),
+            Some(None)
+        ));
+
+        let new: crate::node::NewNode = serde_json::from_value(serde_json::json!({
+            "name": "n1", "boot_mac": mac.to_string(), "bmc": {"driver": "none"}
+        }))
+        .unwrap();
+        let node = store.create_node(&new, "test").await.unwrap();
+        // The directory predates the enrolment: not used, and not the
+        // remembered "unknown" either.
+        assert!(server.in_directory(mac, Instant::now()).is_none());
+        let k = server.known(mac).await.unwrap().expect("known at once");
+        assert_eq!((k.id, k.hostname.as_str()), (node.id, "n1"));
+
+        server.load_directory().await.unwrap();
+        let k = server
+            .in_directory(mac, Instant::now())
+            .expect("a fresh directory")
+            .expect("the node is in it");
+        assert_eq!(k.id, node.id);
+        assert!(matches!(
+            server.in_directory(other, Instant::now()),
+            Some(None)
+        ));
+        // Old directories are not used.
+        assert!(
+            server
+                .in_directory(mac, Instant::now() + NODE_TTL + Duration::from_millis(1))
+                .is_none()
+        );
+
+        store.delete_node("n1", "test").await.unwrap();
+        assert!(
+            server.known(mac).await.unwrap().is_none(),
+            "deleted at once"
+        );
+        store.close().await;
     }
 }

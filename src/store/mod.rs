@@ -135,6 +135,17 @@ macro_rules! node_cols {
 }
 pub(crate) use node_cols;
 
+/// One enrolled MAC as the DHCP server sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryEntry {
+    pub mac: MacAddr,
+    pub node_id: Uuid,
+    /// Its hostname, else its name.
+    pub hostname: String,
+    /// Its assigned addresses, as stored (one per network).
+    pub addresses: Vec<String>,
+}
+
 /// A node row as stored, the sealed BMC password included.
 #[derive(Debug, Clone)]
 pub struct NodeRecord {
@@ -152,6 +163,10 @@ pub struct Store {
     timeouts: Arc<PhaseTimeouts>,
     /// Woken when an event is committed by this process.
     pub events_written: Arc<Notify>,
+    /// Bumped after every local commit that changes what DHCP knows of a MAC
+    /// (enrolment, a node's MACs or name, its deletion, its profile's
+    /// addresses): the DHCP directory read before it is not used.
+    nodes_epoch: Arc<std::sync::atomic::AtomicU64>,
     /// Woken when a step becomes due in this process.
     pub work_ready: Arc<Notify>,
     /// The enrolment writer (group commit).
@@ -249,6 +264,7 @@ impl Store {
             secrets,
             timeouts: Arc::new(timeouts),
             events_written,
+            nodes_epoch: Arc::default(),
             work_ready: Arc::new(Notify::new()),
         })
     }
@@ -351,6 +367,9 @@ impl Store {
         let written = answer
             .await
             .map_err(|_| StoreError::Unavailable("the enrolment writer has stopped".into()))?;
+        if written.is_ok() {
+            self.nodes_changed();
+        }
         match written {
             Err(e @ StoreError::Duplicate { .. }) => {
                 Err(self.who_holds(&taken_name, &taken_macs).await.unwrap_or(e))
@@ -409,6 +428,43 @@ impl Store {
         .fetch_optional(&self.read)
         .await?;
         row.map(|r| node_from_row(&r)).transpose()
+    }
+
+    /// See [`Store::nodes_epoch`]: read it before reading the directory.
+    pub fn nodes_epoch(&self) -> u64 {
+        self.nodes_epoch.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub(crate) fn nodes_changed(&self) {
+        self.nodes_epoch
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Every enrolled MAC with what DHCP needs of its node (id, hostname or
+    /// name, addresses), in one read: the DHCP server's directory.
+    pub async fn dhcp_directory(&self) -> Result<Vec<DirectoryEntry>> {
+        let rows = sqlx::query(
+            "SELECT p.mac AS mac, n.id AS id, n.name AS name, n.hostname AS hostname, \
+             n.addresses AS addresses FROM ports p JOIN nodes n ON n.id = p.node_id",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let mac: String = r.try_get("mac")?;
+                let id: String = r.try_get("id")?;
+                let hostname: Option<String> = r.try_get("hostname")?;
+                let addresses: std::collections::BTreeMap<String, String> =
+                    serde_json::from_str(&r.try_get::<String, _>("addresses")?)
+                        .map_err(|e| corrupt("addresses", e))?;
+                Ok(DirectoryEntry {
+                    mac: mac.parse().map_err(|e| corrupt("ports.mac", e))?,
+                    node_id: Uuid::parse_str(&id).map_err(|e| corrupt("nodes.id", e))?,
+                    hostname: hostname.unwrap_or(r.try_get("name")?),
+                    addresses: addresses.into_values().collect(),
+                })
+            })
+            .collect()
     }
 
     /// A page of nodes, ordered by name: each node's id, generation and name.
@@ -664,6 +720,7 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
+        self.nodes_changed();
         self.events_written.notify_waiters();
         self.get_node(&cur.id.to_string()).await
     }
@@ -710,6 +767,7 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
+        self.nodes_changed();
         self.events_written.notify_waiters();
         Ok(node)
     }

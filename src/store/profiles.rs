@@ -272,6 +272,7 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
+        self.nodes_changed();
         self.events_written.notify_waiters();
         Ok(Ok(Assignment {
             profile: p.name.clone(),
