@@ -40,7 +40,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 /// The largest window a client may ask for (RFC 7440); larger requests get this.
-/// It bounds the memory one transfer holds to `MAX_WINDOW * blksize`.
+/// It bounds the memory one transfer holds to `2 * MAX_WINDOW * blksize` (the
+/// window in flight and the next one).
 pub const MAX_WINDOW: u16 = 64;
 
 /// The retransmission timeout used when a client does not ask for one.

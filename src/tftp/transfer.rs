@@ -2,7 +2,8 @@
 //! windows of DATA blocks (lock-step when the window is 1), RFC 1350 and
 //! RFC 7440.
 //!
-//! The window's block buffers are allocated once; a window goes out in one
+//! The block buffers (two windows: the one in flight and the next, read while
+//! the client takes in the first) are allocated once; a window goes out in one
 //! `sendmmsg` (a single block in one `send`), and its ACK comes in one `recv`
 //! (the socket's receive timeout is the retransmission timeout). An ACK of a block inside the window slides the
 //! window to the block after it; an ACK outside it (a duplicate or an old one)
@@ -118,58 +119,38 @@ impl Transfer<'_> {
             }
         }
 
-        let blksize = usize::from(granted.blksize);
         let window = u64::from(granted.windowsize.max(1));
-        let mut slots: Vec<Vec<u8>> = (0..window).map(|_| vec![0; 4 + blksize]).collect();
-        let mut lens = vec![0usize; slots.len()];
-        // Blocks are counted from 1 without wrapping; the wire number is the
-        // count modulo 65536. `base` is the first block not acknowledged and
-        // `loaded` the last block read from the source.
-        let mut base: u64 = 1;
-        let mut loaded: u64 = 0;
-        let mut last: Option<u64> = None;
+        let mut blocks = Blocks::new(usize::from(granted.blksize), window);
         let mut tries = 0;
         loop {
-            while last.is_none() && loaded + 1 - base < window {
-                let idx = loaded + 1;
-                let slot = (idx % window) as usize;
-                let buf = &mut slots[slot];
-                let n = match fill(source, &mut buf[4..]) {
-                    Ok(n) => n,
-                    Err(e) => return End::Failed(e),
-                };
-                packet::data_header(buf, idx as u16);
-                lens[slot] = n;
-                loaded = idx;
-                if n < blksize {
-                    last = Some(idx);
-                }
+            if let Err(e) = blocks.load(source, window) {
+                return End::Failed(e);
             }
-            let sent = if base == loaded {
-                let slot = (base % window) as usize;
-                self.send(&slots[slot][..4 + lens[slot]])
+            let top = blocks.loaded.min(blocks.base + window - 1);
+            let sent = if blocks.base == top {
+                self.send(blocks.packet(top))
             } else {
-                let blocks = (base..=loaded).map(|idx| {
-                    let slot = (idx % window) as usize;
-                    &slots[slot][..4 + lens[slot]]
-                });
-                self.send_many(blocks)
+                self.send_many((blocks.base..=top).map(|idx| blocks.packet(idx)))
             };
             if let Err(e) = sent {
                 return End::Failed(e);
             }
-            let in_window = loaded - base;
+            // The next window is read while the client takes this one in.
+            if let Err(e) = blocks.load(source, 2 * window) {
+                return End::Failed(e);
+            }
+            let (base, in_window) = (blocks.base, top - blocks.base);
             let first = base as u16;
             match self.wait(|b| u64::from(b.wrapping_sub(first)) <= in_window) {
                 Got::Ack(b) => {
                     let acked = base + u64::from(b.wrapping_sub(first));
                     for idx in base..=acked {
-                        *bytes += lens[(idx % window) as usize] as u64;
+                        *bytes += (blocks.packet(idx).len() - 4) as u64;
                     }
-                    if Some(acked) == last {
+                    if Some(acked) == blocks.last {
                         return End::Complete;
                     }
-                    base = acked + 1;
+                    blocks.base = acked + 1;
                     tries = 0;
                 }
                 Got::Timeout if tries < max_retries => tries += 1,
@@ -288,6 +269,58 @@ impl Transfer<'_> {
             }
             self.shortened = true;
         }
+    }
+}
+
+/// The DATA packets of two windows: the one in flight and the next, each
+/// buffer allocated once. Blocks are counted from 1 without wrapping; the wire
+/// number is the count modulo 65536.
+struct Blocks {
+    slots: Vec<Vec<u8>>,
+    lens: Vec<usize>,
+    blksize: usize,
+    /// The first block not acknowledged.
+    base: u64,
+    /// The last block read from the source.
+    loaded: u64,
+    /// The last block of the file, once read (shorter than `blksize`).
+    last: Option<u64>,
+}
+
+impl Blocks {
+    fn new(blksize: usize, window: u64) -> Blocks {
+        let slots: Vec<Vec<u8>> = (0..2 * window).map(|_| vec![0; 4 + blksize]).collect();
+        Blocks {
+            lens: vec![0; slots.len()],
+            slots,
+            blksize,
+            base: 1,
+            loaded: 0,
+            last: None,
+        }
+    }
+
+    /// Reads blocks until `count` from `base` are loaded or the file ends.
+    fn load(&mut self, source: &mut dyn Read, count: u64) -> io::Result<()> {
+        while self.last.is_none() && self.loaded + 1 - self.base < count {
+            let idx = self.loaded + 1;
+            let slot = (idx % self.slots.len() as u64) as usize;
+            let buf = &mut self.slots[slot];
+            let n = fill(source, &mut buf[4..])?;
+            packet::data_header(buf, idx as u16);
+            self.lens[slot] = n;
+            self.loaded = idx;
+            if n < self.blksize {
+                self.last = Some(idx);
+            }
+        }
+        Ok(())
+    }
+
+    /// Block `idx` as a DATA packet.
+    fn packet(&self, idx: u64) -> &[u8] {
+        let slot = (idx % self.slots.len() as u64) as usize;
+        &self.slots[slot][..4 + self.lens[slot]]
     }
 }
 
