@@ -4,8 +4,12 @@
 //! The transfer's socket is bound to the address the request was sent to (the
 //! listener's own address, or, when the listener is bound to the unspecified
 //! address, the one `IP_PKTINFO`/`IPV6_PKTINFO` reports), so a server with
-//! several addresses answers from the one the client asked. It is
-//! `connect()`ed to the client, so the kernel drops packets from anyone else.
+//! several addresses answers from the one the client asked (an IPv6 link-local
+//! destination is left to the kernel's choice, which needs no interface). It
+//! is `connect()`ed to the client, so the kernel drops packets from anyone
+//! else. Transfer sockets are made in the network namespace of the thread
+//! that runs the loop, so the listening socket must come from that namespace
+//! too.
 //!
 //! At most [`MAX_TRANSFERS`] transfers run at once; past that a request is
 //! answered "server busy" and counted in `tftp_busy`. A request repeated by a
