@@ -1,8 +1,9 @@
 //! The TFTP server against real clients: atftp (the one client here that
 //! sends windowsize, RFC 7440) and curl, plus hostile packets from a plain UDP
 //! socket, and a client written here that loses packets on purpose (to see
-//! the server send them again), fetches past block 65535, and stalls while
-//! another transfer runs. Without atftp or curl the tests that need them print
+//! the server send them again), fetches past block 65535, stalls while
+//! another transfer runs, asks a server on 0.0.0.0 on a second address, and
+//! reads in netascii. Without atftp or curl the tests that need them print
 //! SKIP, except under CI where they fail (scripts/setup-test-env.sh installs
 //! both).
 
@@ -433,11 +434,16 @@ enum Lose {
 impl Client {
     /// Sends a read request for `name` with `opts` (name, value pairs).
     fn request(server: SocketAddr, name: &str, opts: &[(&str, &str)]) -> Client {
+        Client::request_in(server, name, "octet", opts)
+    }
+
+    /// As [`Client::request`], in transfer mode `mode`.
+    fn request_in(server: SocketAddr, name: &str, mode: &str, opts: &[(&str, &str)]) -> Client {
         let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
         sock.set_read_timeout(Some(Duration::from_secs(5)))
             .expect("timeout");
         let mut p = vec![0, 1];
-        for part in [name, "octet"]
+        for part in [name, mode]
             .into_iter()
             .chain(opts.iter().flat_map(|(k, v)| [*k, *v]))
         {
@@ -681,4 +687,32 @@ fn a_server_on_every_address_answers_from_the_one_asked() {
     let c = Client::fetch(asked, "small", &[("blksize", "1428")], &mut |_| false);
     assert_eq!(c.tid.expect("answered").ip(), asked.ip());
     assert!(c.got == std::fs::read(s.root().join("small")).expect("small"));
+}
+
+#[test]
+fn netascii_ends_lines_in_cr_lf_and_mail_is_refused() {
+    let s = Server::start();
+    std::fs::write(s.root().join("text"), b"#!ipxe\nchain boot.ipxe\r\nend\n").expect("write");
+    let mut c = Client::request_in(
+        s.addr,
+        "text",
+        "netascii",
+        &[("blksize", "8"), ("tsize", "0")],
+    );
+    assert!(!c.first_answer(&mut |_| false));
+    let oack = c.oack.clone().expect("an OACK");
+    assert!(oack.contains("blksize 8"), "{oack}");
+    assert!(!oack.contains("tsize"), "tsize in netascii: {oack}");
+    let c = c.finish(&mut |_| false);
+    assert_eq!(c.got, b"#!ipxe\r\nchain boot.ipxe\r\0\r\nend\r\n");
+
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    sock.send_to(b"\x00\x01text\x00mail\x00", s.addr)
+        .expect("send");
+    let mut buf = [0u8; 512];
+    let (n, _) = sock.recv_from(&mut buf).expect("an answer");
+    assert_eq!(&buf[..4], &[0, 5, 0, 4], "{:?}", &buf[..n]);
+    assert_eq!(s.counter("tftp_refused"), 1);
 }
