@@ -1,6 +1,7 @@
 //! TFTP throughput: a 32 MiB file fetched with atftp (blksize 1428, windowsize
 //! 1 and 16) from racklift's TFTP server and from tftpd-hpa (`in.tftpd`),
-//! 3 runs each, over loopback. Prints a Markdown table.
+//! 3 runs each, the two servers taking turns, over loopback. Prints a
+//! Markdown table.
 //!
 //!     cargo bench --bench tftp
 //!
@@ -165,9 +166,20 @@ fn main() {
     println!("32 MiB over loopback with atftp, blksize 1428, {RUNS} runs each (median)\n");
     println!("| server | windowsize | runs (s) | median (s) | MiB/s |");
     println!("|---|---:|---|---:|---:|");
-    for (name, addr) in [("racklift", racklift_addr), ("tftpd-hpa", hpa_addr)] {
-        for w in WINDOWS {
-            let mut times: Vec<f64> = (0..RUNS).map(|_| fetch(addr, w, &out, &data)).collect();
+    let servers = [("racklift", racklift_addr), ("tftpd-hpa", hpa_addr)];
+    // The servers take turns, run by run, so a machine whose speed drifts
+    // (a busy neighbour, an idle CPU that is slow to wake) weighs on both alike.
+    let mut times = vec![Vec::new(); servers.len() * WINDOWS.len()];
+    for _ in 0..RUNS {
+        for (i, (_, addr)) in servers.iter().enumerate() {
+            for (j, w) in WINDOWS.iter().enumerate() {
+                times[i * WINDOWS.len() + j].push(fetch(*addr, *w, &out, &data));
+            }
+        }
+    }
+    for (i, (name, _)) in servers.iter().enumerate() {
+        for (j, w) in WINDOWS.iter().enumerate() {
+            let times = &mut times[i * WINDOWS.len() + j];
             let runs = times
                 .iter()
                 .map(|t| format!("{t:.2}"))

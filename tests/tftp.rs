@@ -1,12 +1,17 @@
 //! The TFTP server against real clients: atftp (the one client here that
 //! sends windowsize, RFC 7440) and curl, plus hostile packets from a plain UDP
-//! socket. Without atftp or curl the tests print SKIP, except under CI where
-//! they fail (scripts/setup-test-env.sh installs both).
+//! socket, and a client written here that loses packets on purpose (to see
+//! the server send them again), fetches past block 65535, stalls while
+//! another transfer runs, asks a server on 0.0.0.0 on a second address, and
+//! reads in netascii. Without atftp or curl the tests that need them print
+//! SKIP, except under CI where they fail (scripts/setup-test-env.sh installs
+//! both).
 
 #[path = "common/peers.rs"]
 mod peers;
 
 use racklift::metrics::Metrics;
+use std::collections::HashMap;
 use std::fs::File;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -16,6 +21,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 const BIG: usize = 3 * 1024 * 1024;
+/// 76,801 blocks of 8 bytes, so block numbers wrap past 65535.
+const MANY: usize = 600 * 1024 + 5;
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// True when `tool` is on PATH; otherwise SKIP (or fail under CI).
@@ -46,21 +53,28 @@ struct Server {
 }
 
 impl Server {
-    /// Root: `big` (3 MiB), `small` (1000 bytes), `etc/passwd` (a decoy that
-    /// an absolute-path request must not reach), and `escape`, a symbolic link
-    /// to `secret` outside the root.
+    /// Root: `big` (3 MiB), `small` (1000 bytes), `many` (600 KiB and 5
+    /// bytes: over 65,535 blocks of 8 bytes), `etc/passwd` (a decoy that an
+    /// absolute-path request must not reach), and `escape`, a symbolic link to
+    /// `secret` outside the root.
     fn start() -> Server {
+        Server::start_on("127.0.0.1:0")
+    }
+
+    /// As [`Server::start`], listening on `bind`; `addr` is on 127.0.0.1.
+    fn start_on(bind: &str) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let root = dir.path().join("root");
         std::fs::create_dir_all(root.join("etc")).expect("mkdir");
         std::fs::write(root.join("big"), noise(BIG, 0x9E37_79B9_7F4A_7C15)).expect("write");
         std::fs::write(root.join("small"), noise(1000, 7)).expect("write");
+        std::fs::write(root.join("many"), noise(MANY, 11)).expect("write");
         std::fs::write(root.join("etc/passwd"), b"decoy inside the root\n").expect("write");
         std::fs::write(dir.path().join("secret"), b"outside the root\n").expect("write");
         std::os::unix::fs::symlink(dir.path().join("secret"), root.join("escape"))
             .expect("symlink");
-        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
-        let addr = socket.local_addr().expect("addr");
+        let socket = UdpSocket::bind(bind).expect("bind");
+        let addr = SocketAddr::from(([127, 0, 0, 1], socket.local_addr().expect("addr").port()));
         let metrics = Arc::new(Metrics::default());
         let (shutdown, rx) = watch::channel(false);
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -390,9 +404,315 @@ fn malformed_packets_do_not_stop_the_server() {
     let r = atftp_get(&s, "big", &out, &["blksize 1428", "windowsize 16"], false);
     assert!(r.status.success(), "atftp failed: {}", tail(&r.output));
     assert!(same_bytes(&out, &s.root().join("big")), "bytes differ");
+    assert!(s.counter("tftp_malformed") > 0);
+}
+
+/// A TFTP client for the tests (RFC 1350 and RFC 7440 receiver): ACKs each
+/// full window, the last block, and a duplicate (with the last block it has in
+/// order). `lose` decides which packets it loses on purpose.
+struct Client {
+    sock: UdpSocket,
+    blksize: usize,
+    window: u64,
+    /// The transfer's address, once the server answered.
+    tid: Option<SocketAddr>,
+    got: Vec<u8>,
+    /// The next block (counted from 1, not wrapped) it waits for.
+    next: u64,
+    since_ack: u64,
+    /// DATA copies received for each block.
+    copies: HashMap<u64, u32>,
+    oack: Option<String>,
+}
+
+/// A packet the client may lose: the first copy of a DATA block, or its ACK.
+enum Lose {
+    Data(u64),
+    Ack(u64),
+}
+
+impl Client {
+    /// Sends a read request for `name` with `opts` (name, value pairs).
+    fn request(server: SocketAddr, name: &str, opts: &[(&str, &str)]) -> Client {
+        Client::request_in(server, name, "octet", opts)
+    }
+
+    /// As [`Client::request`], in transfer mode `mode`.
+    fn request_in(server: SocketAddr, name: &str, mode: &str, opts: &[(&str, &str)]) -> Client {
+        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        sock.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut p = vec![0, 1];
+        for part in [name, mode]
+            .into_iter()
+            .chain(opts.iter().flat_map(|(k, v)| [*k, *v]))
+        {
+            p.extend_from_slice(part.as_bytes());
+            p.push(0);
+        }
+        sock.send_to(&p, server).expect("send request");
+        let opt = |key: &str| opts.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
+        Client {
+            sock,
+            blksize: opt("blksize").map_or(512, |v| v.parse().expect("blksize")),
+            window: opt("windowsize").map_or(1, |v| v.parse().expect("windowsize")),
+            tid: None,
+            got: Vec::new(),
+            next: 1,
+            since_ack: 0,
+            copies: HashMap::new(),
+            oack: None,
+        }
+    }
+
+    fn recv(&self, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+        match self.sock.recv_from(buf) {
+            Ok(got) => Some(got),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => None,
+            Err(e) => panic!("recv: {e}"),
+        }
+    }
+
+    /// Waits for the server's first answer: an OACK (kept, not yet
+    /// acknowledged), or DATA 1 (handled; true if it was the last block).
+    /// Panics on an ERROR.
+    fn first_answer(&mut self, lose: &mut dyn FnMut(Lose) -> bool) -> bool {
+        let mut buf = vec![0u8; 70000];
+        let (n, from) = self.recv(&mut buf).expect("an answer to the request");
+        self.tid = Some(from);
+        match buf[..2] {
+            [0, 6] => {
+                self.oack = Some(String::from_utf8_lossy(&buf[2..n]).replace('\0', " "));
+                false
+            }
+            [0, 3] => self.data(&buf[..n], lose),
+            _ => panic!("unexpected answer {:?}", &buf[..n.min(64)]),
+        }
+    }
+
+    fn ack(&self, block: u64) {
+        let b = (block as u16).to_be_bytes();
+        self.sock
+            .send_to(&[0, 4, b[0], b[1]], self.tid.expect("tid"))
+            .expect("send ack");
+    }
+
+    /// Handles one DATA packet; true when the last block is in.
+    fn data(&mut self, p: &[u8], lose: &mut dyn FnMut(Lose) -> bool) -> bool {
+        let block = u16::from_be_bytes([p[2], p[3]]);
+        let payload = &p[4..];
+        if block != self.next as u16 {
+            // A duplicate, or a block after a gap: say what is in order.
+            let behind = (self.next as u16).wrapping_sub(block);
+            if (1..=self.window as u16 * 2).contains(&behind) {
+                *self
+                    .copies
+                    .entry(self.next - u64::from(behind))
+                    .or_default() += 1;
+            }
+            self.ack(self.next - 1);
+            self.since_ack = 0;
+            return false;
+        }
+        let copies = self.copies.entry(self.next).or_default();
+        *copies += 1;
+        if *copies == 1 && lose(Lose::Data(self.next)) {
+            return false;
+        }
+        self.got.extend_from_slice(payload);
+        let this = self.next;
+        self.next += 1;
+        self.since_ack += 1;
+        let last = payload.len() < self.blksize;
+        if last || self.since_ack == self.window {
+            self.since_ack = 0;
+            if !(self.copies[&this] == 1 && !last && lose(Lose::Ack(this))) {
+                self.ack(this);
+            }
+        }
+        last
+    }
+
+    /// Acknowledges the OACK (if any) and receives the whole file.
+    fn finish(mut self, lose: &mut dyn FnMut(Lose) -> bool) -> Client {
+        if self.oack.is_some() {
+            self.ack(0);
+        }
+        let deadline = Instant::now() + CLIENT_TIMEOUT;
+        let mut buf = vec![0u8; 70000];
+        loop {
+            assert!(Instant::now() < deadline, "transfer did not finish");
+            let Some((n, from)) = self.recv(&mut buf) else {
+                // Nothing for a while: say again what is in order.
+                self.ack(self.next - 1);
+                continue;
+            };
+            if Some(from) != self.tid || n < 4 {
+                continue;
+            }
+            let done = match buf[..2] {
+                [0, 3] => self.data(&buf[..n], lose),
+                [0, 6] => {
+                    self.ack(0);
+                    false
+                }
+                [0, 5] => panic!("server error {}", String::from_utf8_lossy(&buf[4..n])),
+                _ => false,
+            };
+            if done {
+                return self;
+            }
+        }
+    }
+
+    fn fetch(
+        server: SocketAddr,
+        name: &str,
+        opts: &[(&str, &str)],
+        lose: &mut dyn FnMut(Lose) -> bool,
+    ) -> Client {
+        let mut c = Client::request(server, name, opts);
+        if c.first_answer(lose) {
+            return c;
+        }
+        c.finish(lose)
+    }
+
+    fn copies(&self, block: u64) -> u32 {
+        self.copies.get(&block).copied().unwrap_or(0)
+    }
+}
+
+#[test]
+fn lost_blocks_and_acks_are_sent_again() {
+    let s = Server::start();
+    let want = std::fs::read(s.root().join("big")).expect("big");
+    for window in ["1", "4"] {
+        // Lose the first copy of blocks 3, 10 and 11, and the first ACK the
+        // client sends from block 20 on.
+        let mut withheld = None;
+        let c = Client::fetch(
+            s.addr,
+            "big",
+            &[
+                ("blksize", "1428"),
+                ("windowsize", window),
+                ("timeout", "1"),
+            ],
+            &mut |l| match l {
+                Lose::Data(b) => [3, 10, 11].contains(&b),
+                Lose::Ack(b) if b >= 20 && withheld.is_none() => {
+                    withheld = Some(b);
+                    true
+                }
+                Lose::Ack(_) => false,
+            },
+        );
+        assert_eq!(c.got.len(), want.len(), "windowsize {window}");
+        assert!(c.got == want, "bytes differ at windowsize {window}");
+        let withheld = withheld.expect("an ACK was withheld");
+        for b in [3, 10, 11, withheld] {
+            assert!(
+                c.copies(b) >= 2,
+                "windowsize {window}: block {b} was not sent again"
+            );
+        }
+    }
+}
+
+#[test]
+fn block_numbers_wrap_past_65535() {
+    let s = Server::start();
+    let want = std::fs::read(s.root().join("many")).expect("many");
+    let c = Client::fetch(
+        s.addr,
+        "many",
+        &[("blksize", "8"), ("windowsize", "16")],
+        &mut |_| false,
+    );
+    assert!(c.next - 1 > 65535, "only {} blocks", c.next - 1);
+    assert!(c.got == want, "bytes differ");
+    // Lock-step, as most firmware fetches, with atftp.
+    if have("atftp") {
+        let out = s.out("many.out");
+        let r = atftp_get(&s, "many", &out, &["blksize 8"], false);
+        assert!(r.status.success(), "atftp failed: {}", tail(&r.output));
+        assert!(same_bytes(&out, &s.root().join("many")), "bytes differ");
+    }
+}
+
+#[test]
+fn a_file_of_whole_blocks_ends_with_an_empty_block() {
+    let s = Server::start();
+    let c = Client::fetch(s.addr, "small", &[("blksize", "8")], &mut |_| false);
+    assert_eq!(c.next - 1, 1000 / 8 + 1, "blocks, the last one empty");
+    assert!(c.got == std::fs::read(s.root().join("small")).expect("small"));
+    // No options: no OACK, DATA 1 comes first, in blocks of 512.
+    let c = Client::fetch(s.addr, "small", &[], &mut |_| false);
+    assert!(c.oack.is_none());
+    assert_eq!(c.next - 1, 2);
+    assert!(c.got == std::fs::read(s.root().join("small")).expect("small"));
+}
+
+#[test]
+fn a_stalled_transfer_does_not_hold_up_another() {
+    let s = Server::start();
+    let want = std::fs::read(s.root().join("big")).expect("big");
+    let mut stalled = Client::request(s.addr, "big", &[("blksize", "1428"), ("timeout", "60")]);
+    stalled.first_answer(&mut |_| false);
+    assert!(stalled.oack.as_deref().unwrap_or("").contains("timeout 60"));
+    // The OACK stays unanswered while another client fetches the same file.
+    let other = Client::fetch(
+        s.addr,
+        "big",
+        &[("blksize", "1428"), ("windowsize", "8")],
+        &mut |_| false,
+    );
+    assert!(other.got == want, "bytes differ");
+    let stalled = stalled.finish(&mut |_| false);
+    assert!(stalled.got == want, "bytes differ after the stall");
 }
 
 fn tail(s: &str) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+#[test]
+fn a_server_on_every_address_answers_from_the_one_asked() {
+    let s = Server::start_on("0.0.0.0:0");
+    // Loopback answers for all of 127/8: ask on 127.0.0.2 from 127.0.0.1.
+    let asked = SocketAddr::from(([127, 0, 0, 2], s.addr.port()));
+    let c = Client::fetch(asked, "small", &[("blksize", "1428")], &mut |_| false);
+    assert_eq!(c.tid.expect("answered").ip(), asked.ip());
+    assert!(c.got == std::fs::read(s.root().join("small")).expect("small"));
+}
+
+#[test]
+fn netascii_ends_lines_in_cr_lf_and_mail_is_refused() {
+    let s = Server::start();
+    std::fs::write(s.root().join("text"), b"#!ipxe\nchain boot.ipxe\r\nend\n").expect("write");
+    let mut c = Client::request_in(
+        s.addr,
+        "text",
+        "netascii",
+        &[("blksize", "8"), ("tsize", "0")],
+    );
+    assert!(!c.first_answer(&mut |_| false));
+    let oack = c.oack.clone().expect("an OACK");
+    assert!(oack.contains("blksize 8"), "{oack}");
+    assert!(!oack.contains("tsize"), "tsize in netascii: {oack}");
+    let c = c.finish(&mut |_| false);
+    assert_eq!(c.got, b"#!ipxe\r\nchain boot.ipxe\r\0\r\nend\r\n");
+
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    sock.send_to(b"\x00\x01text\x00mail\x00", s.addr)
+        .expect("send");
+    let mut buf = [0u8; 512];
+    let (n, _) = sock.recv_from(&mut buf).expect("an answer");
+    assert_eq!(&buf[..4], &[0, 5, 0, 4], "{:?}", &buf[..n]);
+    assert_eq!(s.counter("tftp_refused"), 1);
 }

@@ -1,19 +1,24 @@
-//! Fuzzes the TFTP read-request handler with any file name: it must refuse or
-//! open a regular file that really lies under the root (never one reached
-//! through `..`, an absolute name or a link leaving the root), and never panic.
+//! Fuzzes the TFTP request path on whole packets: any bytes are decoded as a
+//! request (never a panic), the options are negotiated, and when a read
+//! request is accepted the opened file must really lie under the root (the
+//! kernel's name for the open descriptor is checked), never a file reached
+//! through `..`, an absolute name or a link leaving the root.
 #![no_main]
 
-use async_tftp::server::Handler;
 use libfuzzer_sys::fuzz_target;
 use racklift::metrics::Metrics;
-use racklift::tftp::BootFiles;
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use racklift::tftp::packet::{self, Incoming};
+use racklift::tftp::{BootFiles, Content, MAX_WINDOW};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 struct Tree {
     _dir: tempfile::TempDir,
     root: PathBuf,
+    files: BootFiles,
+    rt: tokio::runtime::Runtime,
 }
 
 /// root/{boot.bin, sub/x.efi, up -> .., out -> /etc/hostname}; secret.txt beside root.
@@ -29,21 +34,50 @@ fn tree() -> &'static Tree {
         std::os::unix::fs::symlink("..", root.join("up")).unwrap();
         std::os::unix::fs::symlink("/etc/hostname", root.join("out")).unwrap();
         let root = std::fs::canonicalize(root).unwrap();
-        Tree { _dir: dir, root }
+        let files = BootFiles::new(&root, Arc::new(Metrics::default())).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        Tree {
+            _dir: dir,
+            root,
+            files,
+            rt,
+        }
     })
 }
 
 fuzz_target!(|data: &[u8]| {
     let t = tree();
-    let files = BootFiles::new(&t.root, Arc::new(Metrics::default())).unwrap();
-    let name = Path::new(std::ffi::OsStr::from_bytes(data));
+    let Ok(Incoming::Request(req)) = packet::decode_request(data) else {
+        return;
+    };
+    let granted = packet::negotiate(
+        &req.options,
+        Some(4),
+        packet::MAX_BLKSIZE,
+        MAX_WINDOW,
+        Duration::from_secs(3),
+    );
+    assert!((packet::MIN_BLKSIZE..=packet::MAX_BLKSIZE).contains(&granted.blksize));
+    assert!((1..=MAX_WINDOW).contains(&granted.windowsize));
+    let mut oack = Vec::new();
+    packet::encode_oack(&granted.oack, &mut oack);
+    if req.write {
+        return;
+    }
     let peer = "127.0.0.1:69".parse().unwrap();
-    let mut files = files;
-    if futures::executor::block_on(files.read_req_open(&peer, name)).is_ok() {
-        // The handler sees the name as the crate decodes it: lossy UTF-8.
-        let asked = name.to_string_lossy().into_owned();
-        let real = std::fs::canonicalize(t.root.join(&asked)).expect("an opened name resolves");
-        assert!(real.starts_with(&t.root), "{name:?} opened {real:?} outside the root");
+    if let Ok(opened) = t.files.open_read(peer, req.name, t.rt.handle()) {
+        let Content::File { file, .. } = &opened.content else {
+            panic!("generated content without a generator");
+        };
+        let real = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+            .expect("the descriptor has a name");
+        assert!(
+            real.starts_with(&t.root),
+            "{:?} opened {real:?} outside the root",
+            req.name
+        );
         assert!(real.is_file());
     }
 });

@@ -1,49 +1,55 @@
 //! The TFTP server: read-only boot files from one root directory.
 //!
-//! Built on `async-tftp`, which negotiates `blksize`, `tsize`, `timeout` and
-//! `windowsize` (RFC 2347-2349, RFC 7440). This module decides what a name
-//! means: it asks the [`Generator`] first (files made per request, such as an
-//! iPXE script per MAC, from a narrow lookup and never from SQL), then looks
-//! for a regular file under the root.
+//! racklift's own engine (RFC 1350, with the options of RFC 2347, 2348, 2349
+//! and RFC 7440): a request loop on one thread (`listen`), each accepted
+//! read on its own OS thread with its own connected UDP socket
+//! (`transfer`), and the wire format in [`packet`]. A transfer costs one
+//! `send` per block and one `recv` per window, with no allocation per block;
+//! that per-block cost is what a lock-step (windowsize 1) transfer is made of.
+//!
+//! This module decides what a name means: it asks the [`Generator`] first
+//! (files made per request, such as an iPXE script per MAC, from a narrow
+//! lookup and never from SQL), then looks for a regular file under the root.
 //!
 //! Refused with a TFTP error and counted in `tftp_refused`: absolute names,
 //! names with a `..` segment, names that resolve (through symbolic links)
-//! outside the root, and every write request. A missing file is answered
-//! "file not found" and counted in `tftp_not_found`. Each accepted read is
-//! counted in `tftp_transfers` and logged when it ends, with the peer, the
-//! file and the bytes read.
+//! outside the root, mail mode, and every write request. A missing file is
+//! answered "file not found" and counted in `tftp_not_found`. Each accepted
+//! read is counted in `tftp_transfers` and logged when it ends, with the peer,
+//! the file and the bytes the client acknowledged. Packets that are not TFTP
+//! (and requests with an option value out of range, which is ignored) are
+//! counted in `tftp_malformed`; requests past [`MAX_TRANSFERS`] at
+//! once are answered "server busy" and counted in `tftp_busy`.
 //!
 //! The caller binds the UDP socket ([`serve`] takes it bound), so tests use a
 //! free port; the server stops when the shutdown channel turns `true`.
 
+mod listen;
+pub mod packet;
+mod transfer;
+
+pub use listen::MAX_TRANSFERS;
+
 use crate::metrics::Metrics;
-use async_tftp::packet;
-use async_tftp::server::{Handler, TftpServerBuilder};
-use blocking::Unblock;
-use futures::io::{AsyncRead, Cursor, Sink};
 use std::fs::File;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::watch;
 
 /// The largest window a client may ask for (RFC 7440); larger requests get this.
-/// It bounds the memory one transfer holds to `MAX_WINDOW * blksize`.
+/// It bounds the memory one transfer holds to `2 * MAX_WINDOW * blksize` (the
+/// window in flight and the next one).
 pub const MAX_WINDOW: u16 = 64;
 
 /// The retransmission timeout used when a client does not ask for one.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// How many times an unacknowledged window is sent again before the transfer
-/// is dropped (the crate's default of 100 keeps a dead peer's transfer for minutes).
+/// How many times in a row an unacknowledged window (or OACK) is sent again
+/// before the transfer is dropped.
 pub const MAX_RETRIES: u32 = 5;
-
-/// How much of a file is read ahead of the transfer at once.
-const READ_AHEAD: usize = 256 * 1024;
 
 /// Files made per request instead of read from the root (e.g. an iPXE script
 /// per MAC). Implementations look things up through a narrow interface; the
@@ -152,10 +158,9 @@ impl BootFiles {
         &self.root
     }
 
-    fn refuse(&self, peer: &SocketAddr, name: &str, reason: &str) -> packet::Error {
+    fn refuse(&self, peer: &SocketAddr, name: &str, reason: &str) {
         self.metrics.count("tftp_refused");
         tracing::warn!(%peer, file = %name, reason, "tftp request refused");
-        packet::Error::PermissionDenied
     }
 }
 
@@ -187,140 +192,102 @@ enum OpenError {
     Io(io::Error),
 }
 
-impl Handler for BootFiles {
-    type Reader = Transfer;
-    type Writer = Sink;
+/// What a read request is answered with.
+#[derive(Debug)]
+pub struct Opened {
+    /// The name as checked (without a leading `./`).
+    pub name: String,
+    pub content: Content,
+}
 
-    async fn read_req_open(
-        &mut self,
-        client: &SocketAddr,
-        path: &Path,
-    ) -> Result<(Transfer, Option<u64>), packet::Error> {
-        let peer = *client;
-        // The crate builds the path from the packet's UTF-8 name.
-        let requested = path.to_string_lossy().into_owned();
-        let name = match check_name(&requested) {
-            Ok(n) => n.to_string(),
-            Err(NameError::Empty) => return Err(self.refuse(&peer, &requested, "empty name")),
-            Err(NameError::Absolute) => {
-                return Err(self.refuse(&peer, &requested, "absolute path"));
-            }
-            Err(NameError::ParentSegment) => {
-                return Err(self.refuse(&peer, &requested, "'..' in path"));
-            }
-        };
-        if let Some(bytes) = self.generator.generate(peer, &name).await {
-            let len = bytes.len() as u64;
-            return Ok((
-                self.start(peer, name, Source::Memory(Cursor::new(bytes))),
-                Some(len),
-            ));
-        }
-        let root = self.root.clone();
-        let lookup = name.clone();
-        match blocking::unblock(move || open_under(&root, &lookup)).await {
-            Ok((file, len)) => Ok((
-                self.start(
-                    peer,
-                    name,
-                    Source::File(Unblock::with_capacity(READ_AHEAD, file)),
-                ),
-                Some(len),
-            )),
-            Err(OpenError::NotFound) => {
-                self.metrics.count("tftp_not_found");
-                tracing::info!(%peer, file = %name, "tftp file not found");
-                Err(packet::Error::FileNotFound)
-            }
-            Err(OpenError::Outside) => Err(self.refuse(&peer, &name, "resolves outside the root")),
-            Err(OpenError::Io(e)) => {
-                tracing::warn!(%peer, file = %name, error = %e, "tftp cannot open file");
-                Err(packet::Error::Msg("cannot read file".into()))
-            }
+/// A generated file's bytes, or a regular file under the root.
+#[derive(Debug)]
+pub enum Content {
+    Generated(Vec<u8>),
+    File { file: File, len: u64 },
+}
+
+impl Content {
+    /// The size in bytes.
+    pub fn len(&self) -> u64 {
+        match self {
+            Content::Generated(b) => b.len() as u64,
+            Content::File { len, .. } => *len,
         }
     }
 
-    async fn write_req_open(
-        &mut self,
-        client: &SocketAddr,
-        path: &Path,
-        _size: Option<u64>,
-    ) -> Result<Sink, packet::Error> {
-        Err(self.refuse(client, &path.to_string_lossy(), "write request"))
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
+}
+
+/// A read request answered with a TFTP error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused {
+    pub code: u16,
+    pub message: &'static str,
 }
 
 impl BootFiles {
-    fn start(&self, peer: SocketAddr, file: String, source: Source) -> Transfer {
-        self.metrics.count("tftp_transfers");
-        tracing::debug!(%peer, %file, "tftp transfer started");
-        Transfer {
-            source,
-            peer,
-            file,
-            bytes: 0,
-            finished: false,
-            started: Instant::now(),
-            reports: self.reports.clone(),
-        }
-    }
-}
-
-enum Source {
-    File(Unblock<File>),
-    Memory(Cursor<Vec<u8>>),
-}
-
-/// One read transfer's data, counted; logged when the transfer ends.
-pub struct Transfer {
-    source: Source,
-    peer: SocketAddr,
-    file: String,
-    bytes: u64,
-    finished: bool,
-    started: Instant,
-    reports: Option<tokio::sync::mpsc::UnboundedSender<TransferEnded>>,
-}
-
-impl AsyncRead for Transfer {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let r = match &mut this.source {
-            Source::File(f) => Pin::new(f).poll_read(cx, buf),
-            Source::Memory(m) => Pin::new(m).poll_read(cx, buf),
+    /// Decides a read request for `name` from `peer`: the generator first
+    /// (run to completion on `rt`), then a regular file under the root. Counts
+    /// and logs refusals. Blocks (file system calls): call it from a thread
+    /// that may block, not from inside the runtime.
+    pub fn open_read(
+        &self,
+        peer: SocketAddr,
+        requested: &str,
+        rt: &tokio::runtime::Handle,
+    ) -> Result<Opened, Refused> {
+        let denied = Refused {
+            code: packet::ERR_ACCESS,
+            message: "access violation",
         };
-        if let Poll::Ready(Ok(n)) = &r {
-            if *n == 0 && !buf.is_empty() {
-                this.finished = true;
+        let name = match check_name(requested) {
+            Ok(n) => n.to_string(),
+            Err(NameError::Empty) => {
+                self.refuse(&peer, requested, "empty name");
+                return Err(denied);
             }
-            this.bytes += *n as u64;
-        }
-        r
-    }
-}
-
-impl Drop for Transfer {
-    fn drop(&mut self) {
-        tracing::info!(
-            peer = %self.peer,
-            file = %self.file,
-            bytes = self.bytes,
-            complete = self.finished,
-            ms = self.started.elapsed().as_millis() as u64,
-            "tftp transfer ended"
-        );
-        if let Some(tx) = &self.reports {
-            let _ = tx.send(TransferEnded {
-                peer: self.peer,
-                file: std::mem::take(&mut self.file),
-                bytes: self.bytes,
-                complete: self.finished,
-                millis: self.started.elapsed().as_millis() as u64,
+            Err(NameError::Absolute) => {
+                self.refuse(&peer, requested, "absolute path");
+                return Err(denied);
+            }
+            Err(NameError::ParentSegment) => {
+                self.refuse(&peer, requested, "'..' in path");
+                return Err(denied);
+            }
+        };
+        if let Some(bytes) = rt.block_on(self.generator.generate(peer, &name)) {
+            return Ok(Opened {
+                name,
+                content: Content::Generated(bytes),
             });
+        }
+        match open_under(&self.root, &name) {
+            Ok((file, len)) => Ok(Opened {
+                name,
+                content: Content::File { file, len },
+            }),
+            Err(OpenError::NotFound) => {
+                self.metrics.count("tftp_not_found");
+                tracing::info!(%peer, file = %name, "tftp file not found");
+                Err(Refused {
+                    code: packet::ERR_NOT_FOUND,
+                    message: "file not found",
+                })
+            }
+            Err(OpenError::Outside) => {
+                self.refuse(&peer, &name, "resolves outside the root");
+                Err(denied)
+            }
+            Err(OpenError::Io(e)) => {
+                tracing::warn!(%peer, file = %name, error = %e, "tftp cannot open file");
+                Err(Refused {
+                    code: packet::ERR_UNDEFINED,
+                    message: "cannot read file",
+                })
+            }
         }
     }
 }
@@ -341,7 +308,9 @@ pub fn open_root(root: &Path, metrics: Arc<Metrics>) -> anyhow::Result<BootFiles
         .map_err(|e| anyhow::anyhow!("TFTP root {} is not usable: {e}", root.display()))
 }
 
-/// Serves with a prepared handler (e.g. one with a [`Generator`]).
+/// Serves with a prepared handler (e.g. one with a [`Generator`]). The
+/// request loop and the transfers run on threads of their own; the generator
+/// runs on the runtime this is called from.
 pub async fn serve_with(
     socket: UdpSocket,
     files: BootFiles,
@@ -349,39 +318,39 @@ pub async fn serve_with(
 ) -> anyhow::Result<()> {
     let addr = socket.local_addr()?;
     let root = files.root().to_path_buf();
-    let server = TftpServerBuilder::with_handler(files)
-        .std_socket(socket)?
-        .timeout(DEFAULT_TIMEOUT)
-        .window_size_limit(MAX_WINDOW)
-        .max_send_retries(MAX_RETRIES)
-        .build()
-        .await?;
-    tracing::info!(%addr, root = %root.display(), "tftp serving");
-    // async-tftp's sockets are driven by async-io's reactor. Polling the server
-    // on Tokio would cost a cross-thread wake-up per block; on its own thread
-    // under `async_io::block_on` the reactor and the transfers share a thread.
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let rt = tokio::runtime::Handle::current();
+    let (listener, stopper) = listen::Listener::new(socket, files, rt)?;
+    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("racklift-tftp".into())
         .spawn(move || {
-            let result = async_io::block_on(async {
-                let serve = std::pin::pin!(server.serve());
-                let stop = std::pin::pin!(shutdown.wait_for(|s| *s));
-                match futures::future::select(serve, stop).await {
-                    futures::future::Either::Left((r, _)) => {
-                        r.map_err(|e| anyhow::anyhow!("TFTP server on {addr} stopped: {e}"))
-                    }
-                    futures::future::Either::Right(_) => {
-                        tracing::info!(%addr, "tftp stopped");
-                        Ok(())
-                    }
-                }
-            });
-            let _ = done_tx.send(result);
+            let _ = done_tx.send(listener.run());
         })?;
-    done_rx
-        .await
-        .map_err(|_| anyhow::anyhow!("TFTP server thread on {addr} ended without a word"))?
+    tracing::info!(%addr, root = %root.display(), "tftp serving");
+    let stopped = async {
+        let _ = shutdown.wait_for(|s| *s).await;
+    };
+    let ended = tokio::select! {
+        r = &mut done_rx => Some(r),
+        () = stopped => None,
+    };
+    let ended = match ended {
+        Some(r) => r,
+        None => {
+            stopper.stop();
+            done_rx.await
+        }
+    };
+    match ended {
+        Ok(Ok(())) => {
+            tracing::info!(%addr, "tftp stopped");
+            Ok(())
+        }
+        Ok(Err(e)) => Err(anyhow::anyhow!("TFTP server on {addr} stopped: {e}")),
+        Err(_) => Err(anyhow::anyhow!(
+            "TFTP server thread on {addr} ended without a word"
+        )),
+    }
 }
 
 #[cfg(test)]
