@@ -82,6 +82,19 @@ pub struct DhcpServer {
     nodes: Mutex<HashMap<MacAddr, Looked>>,
     /// Every enrolled MAC, loaded whole by [`DhcpServer::keep_directory`].
     directory: std::sync::RwLock<Option<Directory>>,
+    /// The clients that may hold a lease row, by subnet: read once at start,
+    /// then every address this process gave. A client not in it has no row,
+    /// so its DISCOVER needs no read of its lease (a row another process
+    /// made shows up as a refused claim, and the next try reads).
+    leased: Mutex<LeaseClients>,
+}
+
+/// See [`DhcpServer::leased`].
+#[derive(Default)]
+struct LeaseClients {
+    /// Whether the rows in the store have been read in.
+    loaded: bool,
+    by_subnet: HashMap<String, std::collections::HashSet<MacAddr>>,
 }
 
 /// An answer and where it goes.
@@ -157,7 +170,45 @@ impl DhcpServer {
             discovery_everywhere,
             nodes: Mutex::new(HashMap::new()),
             directory: std::sync::RwLock::new(None),
+            leased: Mutex::new(LeaseClients::default()),
         }
+    }
+
+    /// Reads in which clients hold lease rows (see [`DhcpServer::leased`]).
+    async fn load_lease_clients(&self) -> crate::store::Result<()> {
+        let rows = self.store.lease_clients().await?;
+        let mut l = self.leased.lock().unwrap_or_else(|p| p.into_inner());
+        for (subnet, mac) in rows {
+            l.by_subnet.entry(subnet).or_default().insert(mac);
+        }
+        l.loaded = true;
+        Ok(())
+    }
+
+    /// Whether `mac` may hold a lease row in `subnet`.
+    fn may_hold_lease(&self, subnet: &str, mac: MacAddr) -> bool {
+        let l = self.leased.lock().unwrap_or_else(|p| p.into_inner());
+        !l.loaded || l.by_subnet.get(subnet).is_some_and(|m| m.contains(&mac))
+    }
+
+    /// Claims an address, and remembers that the client holds a row.
+    async fn claim(
+        &self,
+        c: &LeaseClaim<'_>,
+        force: bool,
+        move_client: bool,
+    ) -> crate::store::Result<Claim> {
+        let r = self.store.claim_lease(c, force, move_client).await?;
+        if r == Claim::Won {
+            self.leased
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .by_subnet
+                .entry(c.subnet.to_string())
+                .or_default()
+                .insert(c.mac);
+        }
+        Ok(r)
     }
 
     /// Keeps the directory of enrolled MACs fresh until `shutdown`: one read
@@ -165,6 +216,9 @@ impl DhcpServer {
     /// in the store (the directory is never older than [`NODE_TTL`]; when it
     /// cannot be read, lookups go to the store one MAC at a time).
     pub async fn keep_directory(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        if let Err(e) = self.load_lease_clients().await {
+            tracing::warn!(error = %e, "DHCP lease clients not read; every DISCOVER reads its client's lease");
+        }
         let mut failing = false;
         loop {
             let epoch = self.store.nodes_epoch();
@@ -550,11 +604,7 @@ impl DhcpServer {
                     expires_at: expires,
                     server: &tag,
                 };
-                match self
-                    .store
-                    .claim_lease(&claim, fixed.is_some(), true)
-                    .await?
-                {
+                match self.claim(&claim, fixed.is_some(), true).await? {
                     Claim::Won => Ok(reply(MessageType::Ack, ip, None)),
                     Claim::Busy | Claim::ClientHasOther => Ok(reply(
                         MessageType::Nak,
@@ -614,30 +664,27 @@ impl DhcpServer {
                 None => (LeaseState::Offered, hold),
             };
             return Ok(
-                match self
-                    .store
-                    .claim_lease(&claim(ip, state, exp), true, true)
-                    .await?
-                {
+                match self.claim(&claim(ip, state, exp), true, true).await? {
                     Claim::Won => Some(ip),
                     _ => None,
                 },
             );
         }
         let now = now_ms();
-        for _ in 0..3 {
-            if let Some(l) = self.store.client_lease(&subnet, req.mac).await? {
+        for attempt in 0..3 {
+            let lease = if attempt > 0 || self.may_hold_lease(&subnet, req.mac) {
+                self.store.client_lease(&subnet, req.mac).await?
+            } else {
+                None
+            };
+            if let Some(l) = lease {
                 if in_ranges(sub, l.ip) {
                     let (state, exp) = if l.state == LeaseState::Bound && l.expires_at_ms > now {
                         (LeaseState::Bound, l.expires_at_ms.max(hold))
                     } else {
                         (LeaseState::Offered, hold)
                     };
-                    match self
-                        .store
-                        .claim_lease(&claim(l.ip, state, exp), false, false)
-                        .await?
-                    {
+                    match self.claim(&claim(l.ip, state, exp), false, false).await? {
                         Claim::Won => return Ok(Some(l.ip)),
                         Claim::Busy => {}
                         Claim::ClientHasOther => continue,
@@ -651,8 +698,7 @@ impl DhcpServer {
             }
             if let Some(ip) = req.requested_ip().filter(|ip| in_ranges(sub, *ip)) {
                 match self
-                    .store
-                    .claim_lease(&claim(ip, LeaseState::Offered, hold), false, false)
+                    .claim(&claim(ip, LeaseState::Offered, hold), false, false)
                     .await?
                 {
                     Claim::Won => return Ok(Some(ip)),
@@ -668,8 +714,7 @@ impl DhcpServer {
                     break;
                 };
                 match self
-                    .store
-                    .claim_lease(&claim(ip, LeaseState::Offered, hold), false, false)
+                    .claim(&claim(ip, LeaseState::Offered, hold), false, false)
                     .await?
                 {
                     Claim::Won => return Ok(Some(ip)),
@@ -690,8 +735,7 @@ impl DhcpServer {
                 .filter(|ip| !taken.contains(ip));
             for ip in free.take(QUICK_TRIES as usize) {
                 match self
-                    .store
-                    .claim_lease(&claim(ip, LeaseState::Offered, hold), false, false)
+                    .claim(&claim(ip, LeaseState::Offered, hold), false, false)
                     .await?
                 {
                     Claim::Won => {

@@ -135,6 +135,22 @@ impl Store {
         .transpose()
     }
 
+    /// Every (subnet, MAC) that holds a lease row.
+    pub async fn lease_clients(&self) -> Result<Vec<(String, MacAddr)>> {
+        let rows = sqlx::query("SELECT subnet, mac FROM dhcp_leases WHERE mac IS NOT NULL")
+            .fetch_all(&self.read)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let subnet: String = r.try_get("subnet")?;
+            let mac: String = r.try_get("mac")?;
+            if let Ok(mac) = mac.parse() {
+                out.push((subnet, mac));
+            }
+        }
+        Ok(out)
+    }
+
     /// The lease row of an address.
     pub async fn lease_at(&self, ip: Ipv4Addr) -> Result<Option<Lease>> {
         sqlx::query(concat!(
