@@ -316,7 +316,7 @@ fn main() {
         eprintln!("{name}: {max:?}; at {steady_rate}/s: {steady:?}");
         if name.starts_with("racklift") {
             eprintln!(
-                "racklift counters after 90 %: {}",
+                "racklift counters after the runs below saturation: {}",
                 racklift_counters(&link, dir.path())
             );
         }

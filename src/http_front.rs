@@ -49,10 +49,12 @@ const SENDFILE_CHUNK: usize = 4 * 1024 * 1024;
 /// The most headers a request may have and still be served here.
 const MAX_HEADERS: usize = 48;
 
-/// One boot-file mount: URL prefix (ending in `/`) and the directory it serves.
+/// One boot-file mount: URL prefix (ending in `/`), its label in the request
+/// metrics, and the directory it serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mount {
     pub prefix: &'static str,
+    pub label: &'static str,
     pub dir: PathBuf,
 }
 
@@ -72,8 +74,9 @@ pub fn mounts(cfg: &crate::config::Config) -> Vec<Mount> {
     PREFIXES
         .iter()
         .zip(dirs)
-        .map(|((prefix, _), dir)| Mount {
+        .map(|((prefix, label), dir)| Mount {
             prefix,
+            label,
             dir: dir.clone(),
         })
         .collect()
@@ -220,8 +223,8 @@ impl axum::serve::Listener for FrontListener {
 /// A download the front answers.
 #[derive(Debug, PartialEq, Eq)]
 struct Download {
-    /// The mount's prefix, for the metrics' route label.
-    prefix: &'static str,
+    /// The mount's label in the request metrics.
+    route: &'static str,
     path: PathBuf,
     range: Option<ByteRange>,
     keep_alive: bool,
@@ -304,9 +307,9 @@ fn download(req: &httparse::Request<'_, '_>, mounts: &[Mount]) -> Option<Downloa
     let version = req.version?;
     let path = req.path?;
     let path = path.split_once('?').map_or(path, |(p, _)| p);
-    let (prefix, dir, rest) = mounts
+    let (route, dir, rest) = mounts
         .iter()
-        .find_map(|m| Some((m.prefix, &m.dir, path.strip_prefix(m.prefix)?)))?;
+        .find_map(|m| Some((m.label, &m.dir, path.strip_prefix(m.prefix)?)))?;
     if !plain_name(rest) {
         return None;
     }
@@ -340,7 +343,7 @@ fn download(req: &httparse::Request<'_, '_>, mounts: &[Mount]) -> Option<Downloa
     }
     let keep_alive = !close && (version == 1 || keep);
     Some(Download {
-        prefix,
+        route,
         path: dir.join(rest),
         range,
         keep_alive,
@@ -402,10 +405,9 @@ impl Front {
             };
             buf.drain(..len);
             let status = if span.is_some() { 206 } else { 200 };
-            let route = route_label(plan.prefix).unwrap_or(plan.prefix);
             let sent = send_file(&mut stream, &file, span, &plan).await;
             self.metrics
-                .http_request("GET", route, status, started.elapsed());
+                .http_request("GET", plan.route, status, started.elapsed());
             match sent {
                 Ok(()) if plan.keep_alive => continue,
                 Ok(()) => {
@@ -595,10 +597,12 @@ mod tests {
         vec![
             Mount {
                 prefix: "/assets/ramdisk/",
+                label: "/assets/ramdisk/*",
                 dir: "/rd".into(),
             },
             Mount {
                 prefix: "/assets/",
+                label: "/assets/*",
                 dir: "/a".into(),
             },
         ]
@@ -615,7 +619,7 @@ mod tests {
     fn plain_downloads_are_served_here() {
         let p = plan("GET /assets/ramdisk/vmlinuz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         assert_eq!(p.path, Path::new("/rd/vmlinuz"));
-        assert_eq!(p.prefix, "/assets/ramdisk/");
+        assert_eq!(p.route, "/assets/ramdisk/*");
         assert!(p.keep_alive && !p.say_keep_alive);
         assert_eq!(p.range, None);
         let p =

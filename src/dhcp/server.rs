@@ -52,6 +52,16 @@ struct Known {
     hostname: String,
     addresses: Vec<Ipv4Addr>,
 }
+impl From<crate::store::DirectoryEntry> for Known {
+    fn from(e: crate::store::DirectoryEntry) -> Known {
+        Known {
+            id: e.node_id,
+            hostname: e.hostname,
+            addresses: e.addresses.iter().filter_map(|a| a.parse().ok()).collect(),
+        }
+    }
+}
+
 /// One MAC looked up alone: when, at which [`Store::nodes_epoch`], and what was found.
 type Looked = (Instant, u64, Option<Known>);
 
@@ -200,13 +210,16 @@ impl DhcpServer {
     ) -> crate::store::Result<Claim> {
         let r = self.store.claim_lease(c, force, move_client).await?;
         if r == Claim::Won {
-            self.leased
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .by_subnet
-                .entry(c.subnet.to_string())
-                .or_default()
-                .insert(c.mac);
+            let mut l = self.leased.lock().unwrap_or_else(|p| p.into_inner());
+            match l.by_subnet.get_mut(c.subnet) {
+                Some(macs) => {
+                    macs.insert(c.mac);
+                }
+                None => {
+                    l.by_subnet
+                        .insert(c.subnet.to_string(), [c.mac].into_iter().collect());
+                }
+            }
         }
         Ok(r)
     }
@@ -263,14 +276,7 @@ impl DhcpServer {
             .dhcp_directory()
             .await?
             .into_iter()
-            .map(|e| {
-                let known = Known {
-                    id: e.node_id,
-                    hostname: e.hostname,
-                    addresses: e.addresses.iter().filter_map(|a| a.parse().ok()).collect(),
-                };
-                (e.mac, known)
-            })
+            .map(|e| (e.mac, Known::from(e)))
             .collect();
         *self.directory.write().unwrap_or_else(|p| p.into_inner()) =
             Some(Directory { at, epoch, macs });
@@ -300,16 +306,7 @@ impl DhcpServer {
         {
             return Ok(k.clone());
         }
-        let k = self.store.node_by_mac(mac).await?.map(|r| Known {
-            id: r.node.id,
-            hostname: r.node.hostname.clone().unwrap_or(r.node.name),
-            addresses: r
-                .node
-                .addresses
-                .values()
-                .filter_map(|a| a.parse().ok())
-                .collect(),
-        });
+        let k = self.store.dhcp_directory_entry(mac).await?.map(Known::from);
         let mut cache = self.lock_nodes();
         if cache.len() >= NODE_CACHE_MAX {
             cache.clear();

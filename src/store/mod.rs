@@ -146,6 +146,29 @@ pub struct DirectoryEntry {
     pub addresses: Vec<String>,
 }
 
+/// What [`Store::dhcp_directory`] reads, one row per port.
+macro_rules! directory_sql {
+    () => {
+        "SELECT p.mac AS mac, n.id AS id, n.name AS name, n.hostname AS hostname, \
+         n.addresses AS addresses FROM ports p JOIN nodes n ON n.id = p.node_id"
+    };
+}
+
+fn directory_entry(r: &sqlx::any::AnyRow) -> Result<DirectoryEntry> {
+    let mac: String = r.try_get("mac")?;
+    let id: String = r.try_get("id")?;
+    let hostname: Option<String> = r.try_get("hostname")?;
+    let addresses: std::collections::BTreeMap<String, String> =
+        serde_json::from_str(&r.try_get::<String, _>("addresses")?)
+            .map_err(|e| corrupt("addresses", e))?;
+    Ok(DirectoryEntry {
+        mac: mac.parse().map_err(|e| corrupt("ports.mac", e))?,
+        node_id: Uuid::parse_str(&id).map_err(|e| corrupt("nodes.id", e))?,
+        hostname: hostname.unwrap_or(r.try_get("name")?),
+        addresses: addresses.into_values().collect(),
+    })
+}
+
 /// A node row as stored, the sealed BMC password included.
 #[derive(Debug, Clone)]
 pub struct NodeRecord {
@@ -443,28 +466,19 @@ impl Store {
     /// Every enrolled MAC with what DHCP needs of its node (id, hostname or
     /// name, addresses), in one read: the DHCP server's directory.
     pub async fn dhcp_directory(&self) -> Result<Vec<DirectoryEntry>> {
-        let rows = sqlx::query(
-            "SELECT p.mac AS mac, n.id AS id, n.name AS name, n.hostname AS hostname, \
-             n.addresses AS addresses FROM ports p JOIN nodes n ON n.id = p.node_id",
-        )
-        .fetch_all(&self.read)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let mac: String = r.try_get("mac")?;
-                let id: String = r.try_get("id")?;
-                let hostname: Option<String> = r.try_get("hostname")?;
-                let addresses: std::collections::BTreeMap<String, String> =
-                    serde_json::from_str(&r.try_get::<String, _>("addresses")?)
-                        .map_err(|e| corrupt("addresses", e))?;
-                Ok(DirectoryEntry {
-                    mac: mac.parse().map_err(|e| corrupt("ports.mac", e))?,
-                    node_id: Uuid::parse_str(&id).map_err(|e| corrupt("nodes.id", e))?,
-                    hostname: hostname.unwrap_or(r.try_get("name")?),
-                    addresses: addresses.into_values().collect(),
-                })
-            })
-            .collect()
+        let rows = sqlx::query(directory_sql!()).fetch_all(&self.read).await?;
+        rows.iter().map(directory_entry).collect()
+    }
+
+    /// The directory's entry for one MAC, read alone.
+    pub async fn dhcp_directory_entry(&self, mac: MacAddr) -> Result<Option<DirectoryEntry>> {
+        sqlx::query(concat!(directory_sql!(), " WHERE p.mac = $1"))
+            .bind(mac.to_string())
+            .fetch_optional(&self.read)
+            .await?
+            .as_ref()
+            .map(directory_entry)
+            .transpose()
     }
 
     /// A page of nodes, ordered by name: each node's id, generation and name.
