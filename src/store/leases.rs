@@ -100,39 +100,89 @@ macro_rules! lease_cols {
     };
 }
 
-fn lease_from_row(r: &sqlx::any::AnyRow) -> Result<Lease> {
-    let ip: String = r.try_get("ip")?;
-    let mac: Option<String> = r.try_get("mac")?;
-    let state: String = r.try_get("state")?;
+/// A lease row's columns as stored, in `lease_cols!()` order.
+type LeaseColumns = (
+    String,
+    String,
+    Option<String>,
+    String,
+    Option<String>,
+    i64,
+    i64,
+    String,
+);
+
+fn lease_from_columns(c: LeaseColumns) -> Result<Lease> {
+    let (ip, subnet, mac, state, hostname, expires_at_ms, updated_at_ms, server) = c;
     let corrupt = |what: &str| super::StoreError::Corrupt(format!("lease {ip}: {what}"));
     Ok(Lease {
         ip: ip.parse().map_err(|_| corrupt("bad address"))?,
-        subnet: r.try_get("subnet")?,
+        subnet,
         mac: mac
             .map(|m| m.parse().map_err(|_| corrupt("bad MAC")))
             .transpose()?,
         state: LeaseState::parse(&state).ok_or_else(|| corrupt("bad state"))?,
-        hostname: r.try_get("hostname")?,
-        expires_at_ms: r.try_get("expires_at")?,
-        updated_at_ms: r.try_get("updated_at")?,
-        server: r.try_get("server")?,
+        hostname,
+        expires_at_ms,
+        updated_at_ms,
+        server,
     })
 }
+
+fn lease_from_row(r: &sqlx::any::AnyRow) -> Result<Lease> {
+    lease_from_columns((
+        r.try_get("ip")?,
+        r.try_get("subnet")?,
+        r.try_get("mac")?,
+        r.try_get("state")?,
+        r.try_get("hostname")?,
+        r.try_get("expires_at")?,
+        r.try_get("updated_at")?,
+        r.try_get("server")?,
+    ))
+}
+
+const CLIENT_LEASE_SQL: &str = concat!(
+    "SELECT ",
+    lease_cols!(),
+    " FROM dhcp_leases WHERE subnet = $1 AND mac = $2"
+);
+const LEASE_AT_SQL: &str = concat!("SELECT ", lease_cols!(), " FROM dhcp_leases WHERE ip = $1");
+const FORGET_SQL: &str = "UPDATE dhcp_leases SET mac = NULL, state = 'released', expires_at = $1, \
+     updated_at = $1, server = $2 WHERE subnet = $3 AND mac = $4 AND ip <> $5";
+/// The claim (see [`Store::claim_lease`]): $1 ip, $2 subnet, $3 mac, $4 state,
+/// $5 hostname, $6 expires_at, $7 now, $8 server, $9 force. A pool entry of a
+/// profile is reserved unless this is a forced (fixed) claim. A client's live
+/// bound lease is never turned back into an offer (another process may have
+/// read it as offered just before).
+const CLAIM_SQL: &str = "INSERT INTO dhcp_leases (ip, subnet, mac, state, hostname, expires_at, updated_at, server) \
+     SELECT $1, $2, $3, $4, $5, $6, $7, $8 \
+     WHERE $9 OR NOT EXISTS (SELECT 1 FROM allocations WHERE value = $1) \
+     ON CONFLICT (ip) DO UPDATE SET subnet = excluded.subnet, mac = excluded.mac, \
+     state = CASE WHEN dhcp_leases.mac = excluded.mac AND dhcp_leases.state = 'bound' \
+       AND dhcp_leases.expires_at >= $7 THEN 'bound' ELSE excluded.state END, \
+     hostname = COALESCE(excluded.hostname, dhcp_leases.hostname), \
+     expires_at = CASE WHEN dhcp_leases.mac = excluded.mac AND dhcp_leases.state = 'bound' \
+       AND dhcp_leases.expires_at > excluded.expires_at THEN dhcp_leases.expires_at \
+       ELSE excluded.expires_at END, \
+     updated_at = excluded.updated_at, server = excluded.server \
+     WHERE $9 OR dhcp_leases.expires_at < $7 OR dhcp_leases.mac = excluded.mac";
+/// The bind: $1 expires_at, $2 now, $3 hostname, $4 server, $5 ip, $6 mac.
+const BIND_SQL: &str = "UPDATE dhcp_leases SET state = 'bound', expires_at = $1, updated_at = $2, \
+     hostname = COALESCE($3, hostname), server = $4 \
+     WHERE ip = $5 AND mac = $6 AND state <> 'declined'";
 
 impl Store {
     /// The lease row of `mac` in `subnet`, whatever its state.
     pub async fn client_lease(&self, subnet: &str, mac: MacAddr) -> Result<Option<Lease>> {
-        sqlx::query(concat!(
-            "SELECT ",
-            lease_cols!(),
-            " FROM dhcp_leases WHERE subnet = $1 AND mac = $2"
-        ))
-        .bind(subnet.to_string())
-        .bind(mac.to_string())
-        .fetch_optional(&self.read)
-        .await?
-        .map(|r| lease_from_row(&r))
-        .transpose()
+        let op = Op::ClientLease {
+            subnet: subnet.to_string(),
+            mac,
+        };
+        match self.lease_op(op).await? {
+            Done::Lease(l) => Ok(l),
+            _ => unreachable!("a read answers with a lease"),
+        }
     }
 
     /// Every (subnet, MAC) that holds a lease row.
@@ -153,16 +203,10 @@ impl Store {
 
     /// The lease row of an address.
     pub async fn lease_at(&self, ip: Ipv4Addr) -> Result<Option<Lease>> {
-        sqlx::query(concat!(
-            "SELECT ",
-            lease_cols!(),
-            " FROM dhcp_leases WHERE ip = $1"
-        ))
-        .bind(ip.to_string())
-        .fetch_optional(&self.read)
-        .await?
-        .map(|r| lease_from_row(&r))
-        .transpose()
+        match self.lease_op(Op::LeaseAt { ip }).await? {
+            Done::Lease(l) => Ok(l),
+            _ => unreachable!("a read answers with a lease"),
+        }
     }
 
     /// Every lease, by subnet and address.
@@ -202,7 +246,7 @@ impl Store {
         force: bool,
         move_client: bool,
     ) -> Result<Claim> {
-        let op = Op::Claim {
+        let op = Op::Claim(ClaimOp {
             ip: c.ip,
             subnet: c.subnet.to_string(),
             mac: c.mac,
@@ -212,10 +256,10 @@ impl Store {
             server: c.server.to_string(),
             force,
             move_client,
-        };
+        });
         match self.lease_op(op).await? {
             Done::Claim(c) => Ok(c),
-            Done::Changed(_) => unreachable!("a claim answers with a claim"),
+            _ => unreachable!("a claim answers with a claim"),
         }
     }
 
@@ -229,21 +273,21 @@ impl Store {
         hostname: Option<&str>,
         server: &str,
     ) -> Result<bool> {
-        let op = Op::Bind {
+        let op = Op::Bind(BindOp {
             ip,
             mac,
             expires_at,
             hostname: hostname.map(str::to_string),
             server: server.to_string(),
-        };
+        });
         match self.lease_op(op).await? {
             Done::Changed(b) => Ok(b),
-            Done::Claim(_) => unreachable!("a bind answers with a change"),
+            _ => unreachable!("a bind answers with a change"),
         }
     }
 
-    /// Runs one lease write: through the group-commit writer on SQLite, on a
-    /// connection of its own on PostgreSQL.
+    /// Runs one lease operation: on SQLite's lease thread, batched with the
+    /// others waiting; on a connection of its own on PostgreSQL.
     async fn lease_op(&self, op: Op) -> Result<Done> {
         if let Some(tx) = &self.lease_writer {
             let (reply, rx) = tokio::sync::oneshot::channel();
@@ -320,82 +364,216 @@ impl Store {
     }
 }
 
-/// A lease write, owned, so it can wait in the writer's queue.
+/// A claim, owned (see [`Store::claim_lease`]).
 #[derive(Debug)]
-pub(super) enum Op {
-    Claim {
-        ip: Ipv4Addr,
-        subnet: String,
-        mac: MacAddr,
-        state: LeaseState,
-        hostname: Option<String>,
-        expires_at: i64,
-        server: String,
-        force: bool,
-        move_client: bool,
-    },
-    Bind {
-        ip: Ipv4Addr,
-        mac: MacAddr,
-        expires_at: i64,
-        hostname: Option<String>,
-        server: String,
-    },
+pub(super) struct ClaimOp {
+    ip: Ipv4Addr,
+    subnet: String,
+    mac: MacAddr,
+    state: LeaseState,
+    hostname: Option<String>,
+    expires_at: i64,
+    server: String,
+    force: bool,
+    move_client: bool,
 }
 
-/// What a lease write did.
+/// A bind, owned (see [`Store::bind_lease`]).
+#[derive(Debug)]
+pub(super) struct BindOp {
+    ip: Ipv4Addr,
+    mac: MacAddr,
+    expires_at: i64,
+    hostname: Option<String>,
+    server: String,
+}
+
+/// A lease operation, owned, so it can wait in the lease thread's queue.
+#[derive(Debug)]
+pub(super) enum Op {
+    Claim(ClaimOp),
+    Bind(BindOp),
+    ClientLease { subnet: String, mac: MacAddr },
+    LeaseAt { ip: Ipv4Addr },
+}
+
+/// What a lease operation did or found.
 #[derive(Debug)]
 pub(super) enum Done {
     Claim(Claim),
     Changed(bool),
+    Lease(Option<Lease>),
 }
 
-/// A write waiting for the writer, and where its outcome goes.
+/// An operation waiting for the lease thread, and where its outcome goes.
 pub(super) type Queued = (Op, tokio::sync::oneshot::Sender<Result<Done, String>>);
 
-/// Most writes committed together.
-const BATCH: usize = 128;
+/// Most operations run in one transaction.
+const BATCH: usize = 256;
 
-/// SQLite's lease writer: every write waiting when the writer connection is
-/// free goes into one transaction (a failed statement rolls back alone, so
-/// each write keeps its own outcome). A DHCP exchange costs two writes; one
-/// commit per write would cap a boot storm at the commit rate.
-pub(super) fn spawn_writer(write: sqlx::AnyPool) -> tokio::sync::mpsc::Sender<Queued> {
+/// SQLite's lease thread: a connection of its own on a thread of its own,
+/// which runs every operation waiting when it is free in one transaction (a
+/// failed statement rolls back alone, so each keeps its own outcome), reads
+/// included, so they see every write before them. A DHCP exchange costs two
+/// writes; one commit per write would cap a boot storm at the commit rate, and
+/// one thread hand-off per statement (what an async driver costs) took most
+/// of the server's CPU in a boot storm. `uri` is an SQLite `file:` URI.
+pub(super) fn spawn_writer(uri: &str) -> Result<tokio::sync::mpsc::Sender<Queued>> {
+    use rusqlite::OpenFlags;
+    let unavailable = |e: rusqlite::Error| {
+        super::StoreError::Unavailable(format!("cannot open the lease connection: {e}"))
+    };
+    let conn = rusqlite::Connection::open_with_flags(
+        uri,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(unavailable)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+         PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+    )
+    .map_err(unavailable)?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Queued>(4096);
-    tokio::spawn(async move {
-        while let Some(first) = rx.recv().await {
-            let mut batch = vec![first];
-            while batch.len() < BATCH {
-                match rx.try_recv() {
-                    Ok(q) => batch.push(q),
-                    Err(_) => break,
-                }
-            }
-            let outcome = async {
-                let mut t = write.begin().await?;
-                let mut done = Vec::with_capacity(batch.len());
-                for (op, _) in &batch {
-                    done.push(run(&mut t, op).await.map_err(|e| e.to_string()));
-                }
-                t.commit().await?;
-                Ok::<_, sqlx::Error>(done)
-            }
-            .await;
-            match outcome {
-                Ok(done) => {
-                    for ((_, reply), d) in batch.into_iter().zip(done) {
-                        let _ = reply.send(d);
-                    }
-                }
+    std::thread::Builder::new()
+        .name("racklift-leases".into())
+        .spawn(move || {
+            let mut stmts = match Statements::prepare(&conn) {
+                Ok(s) => s,
                 Err(e) => {
-                    for (_, reply) in batch {
-                        let _ = reply.send(Err(format!("lease write not committed: {e}")));
+                    tracing::error!(error = %e, "lease statements not prepared: DHCP leases cannot be written");
+                    return;
+                }
+            };
+            while let Some(first) = rx.blocking_recv() {
+                let mut batch = vec![first];
+                while batch.len() < BATCH {
+                    match rx.try_recv() {
+                        Ok(q) => batch.push(q),
+                        Err(_) => break,
+                    }
+                }
+                let outcome = (|| {
+                    conn.execute_batch("BEGIN IMMEDIATE")?;
+                    let done: Vec<_> = batch
+                        .iter()
+                        .map(|(op, _)| stmts.run(op).map_err(|e| e.to_string()))
+                        .collect();
+                    if let Err(e) = conn.execute_batch("COMMIT") {
+                        let _ = conn.execute_batch("ROLLBACK");
+                        return Err(e);
+                    }
+                    Ok::<_, rusqlite::Error>(done)
+                })();
+                match outcome {
+                    Ok(done) => {
+                        for ((_, reply), d) in batch.into_iter().zip(done) {
+                            let _ = reply.send(d);
+                        }
+                    }
+                    Err(e) => {
+                        for (_, reply) in batch {
+                            let _ = reply.send(Err(format!("lease write not committed: {e}")));
+                        }
                     }
                 }
             }
+        })
+        .map_err(|e| super::StoreError::Unavailable(format!("cannot start the lease thread: {e}")))?;
+    Ok(tx)
+}
+
+/// The lease thread's statements, prepared once.
+struct Statements<'c> {
+    forget: rusqlite::Statement<'c>,
+    claim: rusqlite::Statement<'c>,
+    bind: rusqlite::Statement<'c>,
+    client_lease: rusqlite::Statement<'c>,
+    lease_at: rusqlite::Statement<'c>,
+}
+
+impl<'c> Statements<'c> {
+    fn prepare(conn: &'c rusqlite::Connection) -> rusqlite::Result<Statements<'c>> {
+        Ok(Statements {
+            forget: conn.prepare(FORGET_SQL)?,
+            claim: conn.prepare(CLAIM_SQL)?,
+            bind: conn.prepare(BIND_SQL)?,
+            client_lease: conn.prepare(CLIENT_LEASE_SQL)?,
+            lease_at: conn.prepare(LEASE_AT_SQL)?,
+        })
+    }
+
+    /// One operation, inside the batch's transaction.
+    fn run(&mut self, op: &Op) -> Result<Done> {
+        let now = now_ms();
+        match op {
+            Op::Claim(c) => {
+                let (ip, mac) = (c.ip.to_string(), c.mac.to_string());
+                if c.force || c.move_client {
+                    self.forget
+                        .execute(rusqlite::params![now, c.server, c.subnet, mac, ip])?;
+                }
+                let res = self.claim.execute(rusqlite::params![
+                    ip,
+                    c.subnet,
+                    mac,
+                    c.state.as_str(),
+                    c.hostname,
+                    c.expires_at,
+                    now,
+                    c.server,
+                    c.force
+                ]);
+                Ok(Done::Claim(match res {
+                    Ok(1) => Claim::Won,
+                    Ok(_) => Claim::Busy,
+                    Err(rusqlite::Error::SqliteFailure(e, _))
+                        if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                            || e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
+                    {
+                        Claim::ClientHasOther
+                    }
+                    Err(e) => return Err(e.into()),
+                }))
+            }
+            Op::Bind(b) => {
+                let n = self.bind.execute(rusqlite::params![
+                    b.expires_at,
+                    now,
+                    b.hostname,
+                    b.server,
+                    b.ip.to_string(),
+                    b.mac.to_string()
+                ])?;
+                Ok(Done::Changed(n == 1))
+            }
+            Op::ClientLease { subnet, mac } => {
+                read_lease(&mut self.client_lease, &[subnet, &mac.to_string()])
+            }
+            Op::LeaseAt { ip } => read_lease(&mut self.lease_at, &[&ip.to_string()]),
         }
-    });
-    tx
+    }
+}
+
+fn read_lease(stmt: &mut rusqlite::Statement<'_>, p: &[&dyn rusqlite::ToSql]) -> Result<Done> {
+    use rusqlite::OptionalExtension;
+    let cols = stmt
+        .query_row(p, |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                r.get(7)?,
+            ))
+        })
+        .optional()?;
+    Ok(Done::Lease(cols.map(lease_from_columns).transpose()?))
 }
 
 async fn forget(
@@ -405,66 +583,37 @@ async fn forget(
     keep: Option<Ipv4Addr>,
     server: &str,
 ) -> Result<()> {
-    let now = now_ms();
-    sqlx::query(
-        "UPDATE dhcp_leases SET mac = NULL, state = 'released', expires_at = $1, \
-         updated_at = $1, server = $2 WHERE subnet = $3 AND mac = $4 AND ip <> $5",
-    )
-    .bind(now)
-    .bind(server.to_string())
-    .bind(subnet.to_string())
-    .bind(mac.to_string())
-    .bind(keep.map(|ip| ip.to_string()).unwrap_or_default())
-    .execute(&mut *conn)
-    .await?;
+    sqlx::query(FORGET_SQL)
+        .bind(now_ms())
+        .bind(server.to_string())
+        .bind(subnet.to_string())
+        .bind(mac.to_string())
+        .bind(keep.map(|ip| ip.to_string()).unwrap_or_default())
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
+/// One operation on a connection of the pool (PostgreSQL).
 async fn run(conn: &mut sqlx::AnyConnection, op: &Op) -> Result<Done> {
     let now = now_ms();
     match op {
-        Op::Claim {
-            ip,
-            subnet,
-            mac,
-            state,
-            hostname,
-            expires_at,
-            server,
-            force,
-            move_client,
-        } => {
-            if *force || *move_client {
-                forget(conn, subnet, *mac, Some(*ip), server).await?;
+        Op::Claim(c) => {
+            if c.force || c.move_client {
+                forget(conn, &c.subnet, c.mac, Some(c.ip), &c.server).await?;
             }
-            // A pool entry of a profile is reserved unless this is a forced (fixed)
-            // claim. A client's live bound lease is never turned back into an
-            // offer (another process may have read it as offered just before).
-            let res = sqlx::query(
-                "INSERT INTO dhcp_leases (ip, subnet, mac, state, hostname, expires_at, updated_at, server) \
-                 SELECT $1, $2, $3, $4, $5, $6, $7, $8 \
-                 WHERE $9 OR NOT EXISTS (SELECT 1 FROM allocations WHERE value = $1) \
-                 ON CONFLICT (ip) DO UPDATE SET subnet = excluded.subnet, mac = excluded.mac, \
-                 state = CASE WHEN dhcp_leases.mac = excluded.mac AND dhcp_leases.state = 'bound' \
-                   AND dhcp_leases.expires_at >= $7 THEN 'bound' ELSE excluded.state END, \
-                 hostname = COALESCE(excluded.hostname, dhcp_leases.hostname), \
-                 expires_at = CASE WHEN dhcp_leases.mac = excluded.mac AND dhcp_leases.state = 'bound' \
-                   AND dhcp_leases.expires_at > excluded.expires_at THEN dhcp_leases.expires_at \
-                   ELSE excluded.expires_at END, \
-                 updated_at = excluded.updated_at, server = excluded.server \
-                 WHERE $9 OR dhcp_leases.expires_at < $7 OR dhcp_leases.mac = excluded.mac",
-            )
-            .bind(ip.to_string())
-            .bind(subnet.clone())
-            .bind(mac.to_string())
-            .bind(state.as_str())
-            .bind(hostname.clone())
-            .bind(*expires_at)
-            .bind(now)
-            .bind(server.clone())
-            .bind(*force)
-            .execute(&mut *conn)
-            .await;
+            let res = sqlx::query(CLAIM_SQL)
+                .bind(c.ip.to_string())
+                .bind(c.subnet.clone())
+                .bind(c.mac.to_string())
+                .bind(c.state.as_str())
+                .bind(c.hostname.clone())
+                .bind(c.expires_at)
+                .bind(now)
+                .bind(c.server.clone())
+                .bind(c.force)
+                .execute(&mut *conn)
+                .await;
             Ok(Done::Claim(match res {
                 Ok(r) if r.rows_affected() == 1 => Claim::Won,
                 Ok(_) => Claim::Busy,
@@ -472,27 +621,34 @@ async fn run(conn: &mut sqlx::AnyConnection, op: &Op) -> Result<Done> {
                 Err(e) => return Err(e.into()),
             }))
         }
-        Op::Bind {
-            ip,
-            mac,
-            expires_at,
-            hostname,
-            server,
-        } => {
-            let r = sqlx::query(
-                "UPDATE dhcp_leases SET state = 'bound', expires_at = $1, updated_at = $2, \
-                 hostname = COALESCE($3, hostname), server = $4 \
-                 WHERE ip = $5 AND mac = $6 AND state <> 'declined'",
-            )
-            .bind(*expires_at)
-            .bind(now)
-            .bind(hostname.clone())
-            .bind(server.clone())
-            .bind(ip.to_string())
-            .bind(mac.to_string())
-            .execute(&mut *conn)
-            .await?;
+        Op::Bind(b) => {
+            let r = sqlx::query(BIND_SQL)
+                .bind(b.expires_at)
+                .bind(now)
+                .bind(b.hostname.clone())
+                .bind(b.server.clone())
+                .bind(b.ip.to_string())
+                .bind(b.mac.to_string())
+                .execute(&mut *conn)
+                .await?;
             Ok(Done::Changed(r.rows_affected() == 1))
         }
+        Op::ClientLease { subnet, mac } => Ok(Done::Lease(
+            sqlx::query(CLIENT_LEASE_SQL)
+                .bind(subnet.clone())
+                .bind(mac.to_string())
+                .fetch_optional(&mut *conn)
+                .await?
+                .map(|r| lease_from_row(&r))
+                .transpose()?,
+        )),
+        Op::LeaseAt { ip } => Ok(Done::Lease(
+            sqlx::query(LEASE_AT_SQL)
+                .bind(ip.to_string())
+                .fetch_optional(&mut *conn)
+                .await?
+                .map(|r| lease_from_row(&r))
+                .transpose()?,
+        )),
     }
 }

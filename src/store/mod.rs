@@ -62,6 +62,9 @@ pub enum StoreError {
     Invalid(#[from] FieldError),
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
+    /// SQLite's lease thread (see [`leases`]).
+    #[error("database: {0}")]
+    Lease(#[from] rusqlite::Error),
     #[error("database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored value is corrupt: {0}")]
@@ -228,6 +231,15 @@ fn sqlite_url(url: &str) -> String {
     }
 }
 
+/// The SQLite `file:` URI of a `sqlite:` URL (same path, same parameters).
+fn sqlite_uri(url: &str) -> String {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    format!("file:{}", sqlite_url(rest))
+}
+
 impl Store {
     /// Opens the database at `url`, creating it (SQLite) and running migrations.
     pub async fn open(
@@ -276,8 +288,10 @@ impl Store {
         };
         let events_written = Arc::new(Notify::new());
         let enrol = enrol::spawn(write.clone(), events_written.clone());
-        let lease_writer =
-            (backend == Backend::Sqlite).then(|| leases::spawn_writer(write.clone()));
+        let lease_writer = match backend {
+            Backend::Sqlite => Some(leases::spawn_writer(&sqlite_uri(url))?),
+            Backend::Postgres => None,
+        };
         Ok(Store {
             enrol,
             lease_writer,
