@@ -10,8 +10,10 @@
 //! Needs root, iproute2, perfdhcp (kea-admin), kea-dhcp4-server and dnsmasq
 //! (scripts/setup-test-env.sh installs them); without them it prints SKIP.
 //! RACKLIFT_BENCH_SECS sets each run's length (default 10);
-//! RACKLIFT_BENCH_ONLY=racklift (or kea, dnsmasq) runs only the servers whose
-//! name contains it. After racklift's runs its own counters are printed
+//! RACKLIFT_BENCH_ONLY=racklift (or kea, dnsmasq; several separated by commas)
+//! runs only the servers whose name contains one of them;
+//! RACKLIFT_BENCH_ROUNDS=N runs every server N times, taking turns. After
+//! racklift's runs its own counters are printed
 //! (answers, requests shed under overload, malformed), so a drop perfdhcp
 //! sees can be told apart from one racklift chose.
 
@@ -279,8 +281,17 @@ fn main() {
         ("dnsmasq", dnsmasq, 5000),
     ];
     let only = std::env::var("RACKLIFT_BENCH_ONLY").unwrap_or_default();
-    for (name, start, rate) in servers {
-        if !name.to_lowercase().contains(&only.to_lowercase()) {
+    let only: Vec<String> = only.split(',').map(|o| o.trim().to_lowercase()).collect();
+    let rounds: u32 = std::env::var("RACKLIFT_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    // Rounds take the servers in turn, so a slow spell of the machine falls on
+    // all of them rather than on one.
+    let order = (1..=rounds).flat_map(|round| servers.iter().map(move |s| (round, s)));
+    for (round, &(name, start, rate)) in order {
+        if !only.iter().any(|o| name.to_lowercase().contains(o)) {
             continue;
         }
         // A fresh link and lease store per server: nobody starts warm.
@@ -320,15 +331,15 @@ fn main() {
                 racklift_counters(&link, dir.path())
             );
         }
-        rows.push((name, rate, max, steady_rate, steady));
+        rows.push((round, name, rate, max, steady_rate, steady));
     }
     println!(
-        "| server | offered rate | 4-way exchanges/s | drops (offer/ack) | highest rate without drops | drops there |"
+        "| round | server | offered rate | 4-way exchanges/s | drops (offer/ack) | highest rate without drops | drops there |"
     );
-    println!("|---|---|---|---|---|---|");
-    for (name, rate, max, steady_rate, steady) in &rows {
+    println!("|---|---|---|---|---|---|---|");
+    for (round, name, rate, max, steady_rate, steady) in &rows {
         println!(
-            "| {name} | {rate}/s | {:.0} | {}/{} of {} | {steady_rate}/s: {:.0} | {}/{} of {} |",
+            "| {round} | {name} | {rate}/s | {:.0} | {}/{} of {} | {steady_rate}/s: {:.0} | {}/{} of {} |",
             max.rate,
             max.drops_offer,
             max.drops_ack,

@@ -102,16 +102,26 @@ impl Metrics {
 
     /// Adds one to a plain counter (`racklift_<name>_total`).
     pub fn count(&self, name: &str) {
-        *self.lock().counters.entry(name.to_string()).or_default() += 1;
+        let mut m = self.lock();
+        match m.counters.get_mut(name) {
+            Some(n) => *n += 1,
+            None => {
+                m.counters.insert(name.to_string(), 1);
+            }
+        }
     }
 
     /// Records one duration in a plain histogram (`racklift_<name>`).
     pub fn observe(&self, name: &str, took: Duration) {
-        self.lock()
-            .histograms
-            .entry(name.to_string())
-            .or_default()
-            .observe(took.as_secs_f64());
+        let mut m = self.lock();
+        match m.histograms.get_mut(name) {
+            Some(h) => h.observe(took.as_secs_f64()),
+            None => m
+                .histograms
+                .entry(name.to_string())
+                .or_default()
+                .observe(took.as_secs_f64()),
+        }
     }
 
     /// The text exposition, with the per-state node counts given.

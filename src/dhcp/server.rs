@@ -402,8 +402,14 @@ impl DhcpServer {
         iface: &Iface,
         port: Port,
     ) -> crate::store::Result<Outcome> {
-        self.metrics
-            .count(&format!("dhcp_received_{}", kind_name(req.kind)));
+        self.metrics.count(match req.kind {
+            MessageType::Discover => "dhcp_received_discover",
+            MessageType::Request => "dhcp_received_request",
+            MessageType::Release => "dhcp_received_release",
+            MessageType::Decline => "dhcp_received_decline",
+            MessageType::Inform => "dhcp_received_inform",
+            _ => "dhcp_received_other",
+        });
         let (subnet, server_id) = match self.subnet_for(req, iface) {
             Some((i, sid)) => (Some((i, &self.cfg.subnets[i])), sid),
             None if self.cfg.mode == DhcpMode::Proxy => match iface.addrs.first() {

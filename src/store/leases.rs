@@ -410,6 +410,10 @@ pub(super) type Queued = (Op, tokio::sync::oneshot::Sender<Result<Done, String>>
 
 /// Most operations run in one transaction.
 const BATCH: usize = 256;
+/// How long the lease thread waits for more operations before a commit when
+/// its queue runs dry: a DHCP answer a little later (clients wait seconds),
+/// for a fraction of the commits and wake-ups below saturation.
+const LINGER: std::time::Duration = std::time::Duration::from_micros(500);
 
 /// SQLite's lease thread: a connection of its own on a thread of its own,
 /// which runs every operation waiting when it is free in one transaction (a
@@ -449,9 +453,17 @@ pub(super) fn spawn_writer(uri: &str) -> Result<tokio::sync::mpsc::Sender<Queued
             };
             while let Some(first) = rx.blocking_recv() {
                 let mut batch = vec![first];
+                let mut lingered = false;
                 while batch.len() < BATCH {
                     match rx.try_recv() {
                         Ok(q) => batch.push(q),
+                        Err(_) if !lingered => {
+                            // Let the operations of the requests arriving now
+                            // join this transaction instead of each paying for
+                            // its own commit and wake-up.
+                            lingered = true;
+                            std::thread::sleep(LINGER);
+                        }
                         Err(_) => break,
                     }
                 }
