@@ -116,6 +116,25 @@ fn perfdhcp(link: &Link, rate: u32, secs: u64, wait: bool) -> Run {
     r
 }
 
+/// CPU time a process has used so far (all its threads, user and system), in
+/// clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses: utime is the
+    // 12th and stime the 13th of them.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)
+}
+
+fn ticks_per_sec() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).max(1) as f64
+}
+
 /// racklift's DHCP counters, from `/metrics` inside the server's namespace.
 fn racklift_counters(link: &Link, dir: &Path) -> String {
     let token = std::fs::read_to_string(dir.join("admin.token")).unwrap_or_default();
@@ -311,6 +330,8 @@ fn main() {
         // Then the highest rate with no drop at all: from 90 % of what it
         // sustained down in steps of 5 % of it.
         let mut steady_rate = ((max.rate * 0.9) as u32).max(10);
+        let pid = _server.0.id();
+        let mut cpu_before = cpu_ticks(pid);
         let mut steady = perfdhcp(&link, steady_rate, secs, true);
         for step in 1..=8 {
             if steady.drops_offer + steady.drops_ack == 0 {
@@ -322,8 +343,14 @@ fn main() {
                 udp_rcvbuf_errors(&link.cli)
             );
             steady_rate = ((max.rate * (0.9 - 0.05 * step as f64)) as u32).max(10);
+            cpu_before = cpu_ticks(pid);
             steady = perfdhcp(&link, steady_rate, secs, true);
         }
+        // The server's CPU time (every thread, user and system) per exchange
+        // completed in that last run.
+        let cpu_us = (cpu_ticks(pid) - cpu_before) as f64 * 1e6
+            / ticks_per_sec()
+            / steady.acks.max(1) as f64;
         eprintln!("{name}: {max:?}; at {steady_rate}/s: {steady:?}");
         if name.starts_with("racklift") {
             eprintln!(
@@ -331,15 +358,15 @@ fn main() {
                 racklift_counters(&link, dir.path())
             );
         }
-        rows.push((round, name, rate, max, steady_rate, steady));
+        rows.push((round, name, rate, max, steady_rate, steady, cpu_us));
     }
     println!(
-        "| round | server | offered rate | 4-way exchanges/s | drops (offer/ack) | highest rate without drops | drops there |"
+        "| round | server | offered rate | 4-way exchanges/s | drops (offer/ack) | highest rate without drops | drops there | server CPU per exchange there |"
     );
-    println!("|---|---|---|---|---|---|---|");
-    for (round, name, rate, max, steady_rate, steady) in &rows {
+    println!("|---|---|---|---|---|---|---|---|");
+    for (round, name, rate, max, steady_rate, steady, cpu_us) in &rows {
         println!(
-            "| {round} | {name} | {rate}/s | {:.0} | {}/{} of {} | {steady_rate}/s: {:.0} | {}/{} of {} |",
+            "| {round} | {name} | {rate}/s | {:.0} | {}/{} of {} | {steady_rate}/s: {:.0} | {}/{} of {} | {cpu_us:.0} µs |",
             max.rate,
             max.drops_offer,
             max.drops_ack,
