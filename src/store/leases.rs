@@ -289,14 +289,13 @@ impl Store {
     /// Runs one lease operation: on SQLite's lease thread, batched with the
     /// others waiting; on a connection of its own on PostgreSQL.
     async fn lease_op(&self, op: Op) -> Result<Done> {
-        if let Some(tx) = &self.lease_writer {
+        if let Some(tx) = &self.lease_thread {
+            let stopped = || super::StoreError::Unavailable("the lease thread stopped".into());
             let (reply, rx) = tokio::sync::oneshot::channel();
-            tx.send((op, reply))
-                .await
-                .map_err(|_| super::StoreError::Unavailable("the lease writer stopped".into()))?;
+            tx.send((op, reply)).await.map_err(|_| stopped())?;
             return rx
                 .await
-                .map_err(|_| super::StoreError::Unavailable("the lease writer stopped".into()))?
+                .map_err(|_| stopped())?
                 .map_err(super::StoreError::Unavailable);
         }
         let mut conn = self.write.acquire().await?;
@@ -422,7 +421,7 @@ const LINGER: std::time::Duration = std::time::Duration::from_micros(500);
 /// writes; one commit per write would cap a boot storm at the commit rate, and
 /// one thread hand-off per statement (what an async driver costs) took most
 /// of the server's CPU in a boot storm. `uri` is an SQLite `file:` URI.
-pub(super) fn spawn_writer(uri: &str) -> Result<tokio::sync::mpsc::Sender<Queued>> {
+pub(super) fn spawn_thread(uri: &str) -> Result<tokio::sync::mpsc::Sender<Queued>> {
     use rusqlite::OpenFlags;
     let unavailable = |e: rusqlite::Error| {
         super::StoreError::Unavailable(format!("cannot open the lease connection: {e}"))

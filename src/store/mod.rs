@@ -1,7 +1,8 @@
 //! The store: the only code in racklift that holds SQL.
 //!
 //! One code path serves both backends through sqlx's `Any` driver: SQLite (the
-//! embedded default, WAL mode, one writer connection and a pool of readers) and
+//! embedded default, WAL mode, one writer connection and a pool of readers,
+//! plus the DHCP lease thread's own connection, see [`leases`]) and
 //! PostgreSQL (one pool; several racklift processes may share the database). The
 //! SQL is the common dialect of both (`$N` placeholders, `RETURNING`, partial
 //! indexes); the schemas differ only in column types and live in
@@ -197,8 +198,8 @@ pub struct Store {
     pub work_ready: Arc<Notify>,
     /// The enrolment writer (group commit).
     enrol: tokio::sync::mpsc::Sender<enrol::Pending>,
-    /// SQLite only: the group-commit writer of DHCP leases.
-    lease_writer: Option<tokio::sync::mpsc::Sender<leases::Queued>>,
+    /// SQLite only: the DHCP lease thread (see [`leases::spawn_thread`]).
+    lease_thread: Option<tokio::sync::mpsc::Sender<leases::Queued>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -263,8 +264,8 @@ impl Store {
             }
             let url = sqlite_url(url);
             let pragmas = sqlite_pragmas;
-            // One writer: SQLite serialises writes anyway, and a single connection
-            // never meets SQLITE_BUSY from its own process.
+            // One writer: SQLite serialises writes anyway. The lease thread's
+            // connection is the only other writer; the busy timeout orders them.
             let write = AnyPoolOptions::new()
                 .max_connections(1)
                 .after_connect(pragmas)
@@ -288,13 +289,13 @@ impl Store {
         };
         let events_written = Arc::new(Notify::new());
         let enrol = enrol::spawn(write.clone(), events_written.clone());
-        let lease_writer = match backend {
-            Backend::Sqlite => Some(leases::spawn_writer(&sqlite_uri(url))?),
+        let lease_thread = match backend {
+            Backend::Sqlite => Some(leases::spawn_thread(&sqlite_uri(url))?),
             Backend::Postgres => None,
         };
         Ok(Store {
             enrol,
-            lease_writer,
+            lease_thread,
             read,
             write,
             backend,
