@@ -464,6 +464,72 @@ async fn live_event_stream_resumes_without_loss(s: &TestServer) {
 }
 on_both_backends!(live_event_stream_resumes_without_loss);
 
+/// A counter from the Prometheus text (0 when absent).
+fn counter(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// CPU time (user + system) of this process, the server included, in clock ticks.
+fn cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+async fn idle_event_streams_wait(s: &TestServer) {
+    use futures::StreamExt;
+    for i in 0..100 {
+        s.create(fake_node(
+            &format!("idle-{i}"),
+            &format!("52:54:00:00:05:{i:02x}"),
+        ))
+        .await;
+    }
+    let mut streams = Vec::new();
+    for _ in 0..200 {
+        let resp = s
+            .http
+            .get(format!("{}/v1/events/stream", s.url))
+            .bearer_auth(&s.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        streams.push(resp.bytes_stream());
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let reads_before = counter(&s.metrics().await, "racklift_event_stream_reads_total");
+    let ticks_before = cpu_ticks();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let reads = counter(&s.metrics().await, "racklift_event_stream_reads_total") - reads_before;
+    let ticks = cpu_ticks() - ticks_before;
+    eprintln!("200 idle streams over 10 s: {reads} reads, {ticks} CPU ticks");
+    // Each idle stream reads on its 5 s timer only: about two reads each.
+    assert!(
+        reads <= 200 * 4,
+        "200 idle streams read the events {reads} times in 10 s: the stream loop does not wait"
+    );
+    // A new event still wakes them all at once.
+    s.create(fake_node("idle-wake", "52:54:00:00:06:01")).await;
+    let first = streams.first_mut().unwrap();
+    let mut text = String::new();
+    let woke = tokio::time::timeout(Duration::from_secs(4), async {
+        while let Some(chunk) = first.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+            if text.contains("idle-wake") || text.contains("event: created") {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(woke.is_ok(), "an idle stream missed a new event: {text}");
+}
+on_both_backends!(idle_event_streams_wait);
+
 async fn metrics_and_openapi(s: &TestServer) {
     s.create(fake_node("m1", "52:54:00:00:03:01")).await;
     let (_, _) = s.get("/v1/nodes/m1").await;

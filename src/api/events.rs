@@ -78,7 +78,7 @@ struct Cursor {
 
 impl Cursor {
     fn advance(&mut self) {
-        while self.sent.remove(&(self.upto + 1)) {
+        while self.upto < i64::MAX && self.sent.remove(&(self.upto + 1)) {
             self.upto += 1;
             self.gap_since = None;
         }
@@ -86,7 +86,7 @@ impl Cursor {
             self.gap_since = None;
         } else if self.gap_since.is_some_and(|t| t.elapsed() > GAP_GRACE) {
             // The missing id was a rolled-back transaction: skip it.
-            self.upto += 1;
+            self.upto = self.upto.saturating_add(1);
             self.gap_since = None;
             self.advance();
         } else if self.gap_since.is_none() {
@@ -116,8 +116,11 @@ pub(super) async fn stream(
         sent: BTreeSet::new(),
         gap_since: None,
     };
-    let state = (app, cursor, Vec::<EventRow>::new());
-    let s = futures::stream::unfold(state, |(app, mut cur, mut pending)| async move {
+    // One receiver for the stream's whole life: a fresh clone would inherit
+    // the sender's last version as unseen and wake at once, every time.
+    let head = app.events_head.clone();
+    let state = (app, head, cursor, Vec::<EventRow>::new());
+    let s = futures::stream::unfold(state, |(app, mut head, mut cur, mut pending)| async move {
         loop {
             if let Some(ev) = pending.pop() {
                 let data = serde_json::to_string(&ev).unwrap_or_default();
@@ -125,9 +128,12 @@ pub(super) async fn stream(
                     .id(ev.id.to_string())
                     .event(ev.kind.clone())
                     .data(data);
-                return Some((Ok(sse), (app, cur, pending)));
+                return Some((Ok(sse), (app, head, cur, pending)));
             }
-            let mut head = app.events_head.clone();
+            // Seen before reading: an event committed after this point wakes
+            // the wait below, one committed before it is in the read.
+            head.borrow_and_update();
+            app.metrics.count("event_stream_reads");
             match app.store.events_after(cur.upto, 500).await {
                 Ok(rows) => {
                     let fresh: Vec<EventRow> = rows
@@ -151,7 +157,12 @@ pub(super) async fn stream(
                 Duration::from_secs(5)
             };
             tokio::select! {
-                _ = head.changed() => {}
+                changed = head.changed() => {
+                    if changed.is_err() {
+                        // The event pump is gone (shutting down): poll on the timer.
+                        tokio::time::sleep(wait).await;
+                    }
+                }
                 _ = tokio::time::sleep(wait) => {}
             }
         }
@@ -178,5 +189,16 @@ mod tests {
         c.advance();
         assert_eq!(c.upto, 14);
         assert!(c.sent.is_empty() && c.gap_since.is_none());
+    }
+
+    #[test]
+    fn cursor_at_the_largest_id_does_not_overflow() {
+        let mut c = Cursor {
+            upto: i64::MAX,
+            sent: BTreeSet::from([i64::MAX - 1]),
+            gap_since: Some(Instant::now() - GAP_GRACE * 2),
+        };
+        c.advance();
+        assert_eq!(c.upto, i64::MAX);
     }
 }
