@@ -637,9 +637,10 @@ async fn bmc_endpoints(s: &TestServer) {
     let (st, v) = s
         .req(reqwest::Method::DELETE, "/v1/nodes/rf-api/raid/99", None)
         .await;
+    // A volume the BMC does not list is not found, not a refusal.
     assert_eq!(
         (st, &v["error"]["code"]),
-        (502, &json!("bmc_refused")),
+        (404, &json!("volume_not_found")),
         "{v}"
     );
     let (_, v) = s.get("/v1/nodes/rf-api/bmc-inventory").await;
