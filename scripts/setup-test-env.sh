@@ -97,4 +97,10 @@ pg_isready -h 127.0.0.1 -p 5432 >/dev/null || { log "PostgreSQL did not come up"
 psql -h 127.0.0.1 -U postgres -d postgres -Atqc \
   "SELECT datname FROM pg_database WHERE datname LIKE 'rl\_test\_%'" 2>/dev/null |
   while read -r db; do psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true; done
+# schemathesis (scripts/schemathesis.sh) in a virtualenv of its own, pinned.
+if ! /opt/racklift-schemathesis/bin/schemathesis --version 2>/dev/null | grep -q '4\.32\.5'; then
+  log "installing schemathesis 4.32.5 into /opt/racklift-schemathesis"
+  python3 -m venv /opt/racklift-schemathesis
+  /opt/racklift-schemathesis/bin/pip install -q 'schemathesis==4.32.5'
+fi
 log "ready"

@@ -6,6 +6,8 @@
 //! always a host name or IP. The BMC password never appears in a [`Node`]: only
 //! whether one is set.
 
+pub mod limits;
+
 use crate::state::State;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -229,9 +231,10 @@ fn double_option<'de, T: Deserialize<'de>, D: serde::Deserializer<'de>>(
 /// A node name: 1-63 characters of `a-z 0-9 - . _`, starting with a letter or digit.
 pub fn validate_name(field: &str, name: &str) -> Result<(), FieldError> {
     let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "-._".contains(c);
-    if name.is_empty() || name.len() > 63 {
-        return Err(FieldError::new(field, "must be 1 to 63 characters long"));
+    if name.is_empty() {
+        return Err(FieldError::new(field, "must not be empty"));
     }
+    limits::check_len(field, name, limits::NAME)?;
     if !name.chars().all(ok_char) || !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
         return Err(FieldError::new(
             field,
@@ -295,16 +298,27 @@ pub fn validate_label(field: &str, v: &str) -> Result<(), FieldError> {
     validate_name(field, v)
 }
 
+impl BmcInput {
+    /// The length bounds of its strings (checked before the address is parsed).
+    pub fn check_bounds(&self) -> Result<(), FieldError> {
+        limits::check_opt("bmc.address", self.address.as_deref(), limits::BMC_ADDRESS)?;
+        limits::check_opt(
+            "bmc.username",
+            self.username.as_deref(),
+            limits::BMC_USERNAME,
+        )?;
+        limits::check_opt(
+            "bmc.password",
+            self.password.as_deref(),
+            limits::BMC_PASSWORD,
+        )
+    }
+}
+
 impl NewNode {
     /// Checks the request and fills in defaults; returns the name and the full MAC list.
     pub fn validate(&self) -> Result<(String, Vec<MacAddr>), FieldError> {
-        let mut macs = self.macs.clone();
-        if let Some(b) = self.boot_mac
-            && !macs.contains(&b)
-        {
-            macs.insert(0, b);
-        }
-        check_unique_macs(&macs)?;
+        let macs = port_list(self.boot_mac, &self.macs)?;
         validate_bmc(&self.bmc, self.bmc.driver.unwrap_or_default())?;
         if let Some(p) = &self.profile {
             validate_label("profile", p)?;
@@ -326,6 +340,45 @@ impl NewNode {
     }
 }
 
+impl NodePatch {
+    /// Every check that needs no stored node, made before the store is read:
+    /// bounds, names, labels.
+    pub fn check(&self) -> Result<(), FieldError> {
+        if let Some(n) = &self.name {
+            validate_name("name", n)?;
+        }
+        if let Some(m) = &self.macs {
+            limits::check_count("macs", m.len(), limits::MACS)?;
+        }
+        if let Some(b) = &self.bmc {
+            b.check_bounds()?;
+        }
+        if let Some(Some(p)) = &self.profile {
+            validate_label("profile", p)?;
+        }
+        if let Some(Some(r)) = &self.role {
+            validate_label("role", r)?;
+        }
+        Ok(())
+    }
+}
+
+/// A node's ports: `macs` with the boot MAC first when it is not among them;
+/// at most [`limits::MACS`], none twice.
+pub fn port_list(boot_mac: Option<MacAddr>, macs: &[MacAddr]) -> Result<Vec<MacAddr>, FieldError> {
+    // Counted before anything else: the duplicate check is quadratic.
+    limits::check_count("macs", macs.len(), limits::MACS)?;
+    let mut all = macs.to_vec();
+    if let Some(b) = boot_mac
+        && !all.contains(&b)
+    {
+        all.insert(0, b);
+        limits::check_count("macs", all.len(), limits::MACS)?;
+    }
+    check_unique_macs(&all)?;
+    Ok(all)
+}
+
 /// Refuses a MAC listed twice.
 pub fn check_unique_macs(macs: &[MacAddr]) -> Result<(), FieldError> {
     for (i, m) in macs.iter().enumerate() {
@@ -338,6 +391,7 @@ pub fn check_unique_macs(macs: &[MacAddr]) -> Result<(), FieldError> {
 
 /// Checks a BMC input against the driver it will be used with.
 pub fn validate_bmc(b: &BmcInput, driver: BmcDriverKind) -> Result<(), FieldError> {
+    b.check_bounds()?;
     if let Some(a) = &b.address {
         match (driver, redfish_host(a)) {
             // A Redfish address may name its scheme: `https://` (the default) or `http://`.

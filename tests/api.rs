@@ -643,3 +643,339 @@ async fn concurrent_enrolments_each_get_their_own_answer(s: &TestServer) {
     );
 }
 on_both_backends!(concurrent_enrolments_each_get_their_own_answer);
+
+async fn every_field_is_bounded_before_the_store(s: &TestServer) {
+    s.create(fake_node("b1", "52:54:00:00:06:01")).await;
+    let before = (node_count(s).await, event_total(s).await);
+    // 45,000 MACs (a 900 KB body): refused at once, naming the field and the limit.
+    let macs: Vec<String> = (0..45_000u32)
+        .map(|i| {
+            format!(
+                "52:54:01:{:02x}:{:02x}:{:02x}",
+                i >> 16,
+                (i >> 8) & 0xff,
+                i & 0xff
+            )
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let (st, v) = s
+        .post("/v1/nodes", json!({"name": "many", "macs": macs}))
+        .await;
+    println!("45,000 MACs refused in {:?}", started.elapsed());
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (400, Some("invalid_field")),
+        "{v}"
+    );
+    assert_eq!(v["error"]["field"], "macs", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 64"),
+        "{v}"
+    );
+    let (st, v) = s
+        .req(Method::PATCH, "/v1/nodes/b1", Some(json!({"macs": macs})))
+        .await;
+    assert_eq!(
+        (st, v["error"]["field"].as_str()),
+        (400, Some("macs")),
+        "{v}"
+    );
+    // 64 with the boot MAC is the most.
+    let (st, v) = s
+        .post(
+            "/v1/nodes",
+            json!({"name": "m65", "boot_mac": "52:54:02:00:00:99", "macs": &macs[..64]}),
+        )
+        .await;
+    assert_eq!(
+        (st, v["error"]["field"].as_str()),
+        (400, Some("macs")),
+        "{v}"
+    );
+    let long = "a".repeat(10_000);
+    let bmc = |k: &str| {
+        let mut b = json!({"driver": "fake", "address": "bmc-x"});
+        b[k] = json!(long);
+        json!({"name": "x", "bmc": b})
+    };
+    // (what, path, method, body, field, limit)
+    let cases: Vec<(&str, Method, Value, &str, &str)> = vec![
+        (
+            "/v1/nodes",
+            Method::POST,
+            json!({"name": long}),
+            "name",
+            "63",
+        ),
+        (
+            "/v1/nodes",
+            Method::POST,
+            bmc("address"),
+            "bmc.address",
+            "270",
+        ),
+        (
+            "/v1/nodes",
+            Method::POST,
+            bmc("username"),
+            "bmc.username",
+            "64",
+        ),
+        (
+            "/v1/nodes",
+            Method::POST,
+            bmc("password"),
+            "bmc.password",
+            "256",
+        ),
+        (
+            "/v1/nodes",
+            Method::POST,
+            json!({"name": "x", "profile": long}),
+            "profile",
+            "63",
+        ),
+        (
+            "/v1/nodes",
+            Method::POST,
+            json!({"name": "x", "role": long}),
+            "role",
+            "63",
+        ),
+        (
+            "/v1/nodes/b1",
+            Method::PATCH,
+            json!({"name": long}),
+            "name",
+            "63",
+        ),
+        (
+            "/v1/nodes/b1",
+            Method::PATCH,
+            json!({"bmc": {"password": long}}),
+            "bmc.password",
+            "256",
+        ),
+        (
+            "/v1/nodes/b1",
+            Method::PATCH,
+            json!({"bmc": {"username": long}}),
+            "bmc.username",
+            "64",
+        ),
+        (
+            "/v1/nodes/b1",
+            Method::PATCH,
+            json!({"role": long}),
+            "role",
+            "63",
+        ),
+        (
+            "/v1/nodes/b1/actions/maintenance_on",
+            Method::POST,
+            json!({"reason": long}),
+            "reason",
+            "1000",
+        ),
+        (
+            "/v1/nodes/b1/power",
+            Method::POST,
+            json!({"action": long}),
+            "action",
+            "32",
+        ),
+        (
+            "/v1/nodes/b1/boot-device",
+            Method::POST,
+            json!({"device": "pxe", "mode": long}),
+            "mode",
+            "32",
+        ),
+        (
+            "/v1/nodes/b1/bios",
+            Method::PATCH,
+            json!({"attributes": {"BootMode": long}}),
+            "attributes.BootMode",
+            "1024",
+        ),
+        (
+            "/v1/nodes/b1/raid",
+            Method::POST,
+            json!({"level": "1", "drives": ["disk0"], "name": long}),
+            "name",
+            "256",
+        ),
+        (
+            "/v1/nodes/b1/raid",
+            Method::POST,
+            json!({"level": "1", "drives": [long]}),
+            "drives",
+            "256",
+        ),
+        (
+            "/v1/tokens",
+            Method::POST,
+            json!({"name": long, "role": "readonly"}),
+            "name",
+            "100",
+        ),
+        (
+            "/v1/profiles/test",
+            Method::POST,
+            json!({"node": long}),
+            "node",
+            "63",
+        ),
+    ];
+    for (path, method, body, field, limit) in cases {
+        let (st, v) = s.req(method.clone(), path, Some(body)).await;
+        assert_eq!(st, 400, "{method} {path} {field}: {v}");
+        assert_eq!(v["error"]["code"], "invalid_field", "{path}: {v}");
+        assert_eq!(v["error"]["field"], field, "{path}: {v}");
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(&format!("at most {limit}")), "{path}: {v}");
+        assert!(!msg.contains(&long), "{path}: the message echoes the value");
+    }
+    let (st, v) = s
+        .req(Method::DELETE, &format!("/v1/nodes/b1/raid/{long}"), None)
+        .await;
+    assert_eq!(
+        (st, v["error"]["field"].as_str()),
+        (400, Some("volume")),
+        "{v}"
+    );
+    // Nothing was written, the fake machine saw nothing, and the server answers.
+    assert_eq!((node_count(s).await, event_total(s).await), before);
+    assert!(
+        s.drivers()
+            .fake
+            .machine("bmc-b1")
+            .is_none_or(|m| m.commands.is_empty())
+    );
+    assert_eq!(s.get("/healthz").await.0, 200);
+}
+on_both_backends!(every_field_is_bounded_before_the_store);
+
+async fn missing_raid_volume_is_404_and_power_reads_in_enrolled(s: &TestServer) {
+    s.create(fake_node("r1", "52:54:00:00:07:01")).await;
+    // An enrolled node's power can be read (to check its BMC before manage);
+    // the node stays enrolled.
+    let (st, v) = s.get("/v1/nodes/r1/power").await;
+    assert_eq!((st, v["power_state"].as_str()), (200, Some("off")), "{v}");
+    assert_eq!(s.node("r1").await["state"], "enrolled");
+    let mut wrong = fake_node("r2", "52:54:00:00:07:02");
+    wrong["bmc"]["password"] = json!("wrong");
+    s.create(wrong).await;
+    let (st, v) = s.get("/v1/nodes/r2/power").await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (502, Some("bmc_auth")),
+        "{v}"
+    );
+    assert_eq!(s.node("r2").await["state"], "enrolled");
+
+    let (st, v) = s
+        .post(
+            "/v1/nodes/r1/raid",
+            json!({"level": "1", "drives": ["disk0", "disk1"]}),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let vol = v["id"].as_str().unwrap().to_string();
+    let (st, v) = s.req(Method::DELETE, "/v1/nodes/r1/raid/nope", None).await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (404, Some("volume_not_found")),
+        "{v}"
+    );
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("'nope'") && msg.contains(&vol), "{v}");
+    let (st, _) = s
+        .req(Method::DELETE, &format!("/v1/nodes/r1/raid/{vol}"), None)
+        .await;
+    assert_eq!(st, 204);
+    let (st, v) = s
+        .req(Method::DELETE, &format!("/v1/nodes/r1/raid/{vol}"), None)
+        .await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (404, Some("volume_not_found")),
+        "{v}"
+    );
+}
+on_both_backends!(missing_raid_volume_is_404_and_power_reads_in_enrolled);
+
+async fn openapi_documents_queries_and_errors(s: &TestServer) {
+    let (_, doc) = s.get("/v1/openapi.json").await;
+    let list = &doc["paths"]["/v1/nodes"]["get"];
+    let params = list["parameters"].as_array().unwrap();
+    for name in ["state", "profile", "maintenance", "limit", "after"] {
+        let p = params
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("no {name}: {list}"));
+        assert_eq!(p["in"], "query", "{p}");
+        assert_ne!(p["required"], true, "{p}");
+    }
+    let events = &doc["paths"]["/v1/nodes/{id}/events"]["get"]["parameters"];
+    assert!(
+        events
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "after" && p["in"] == "query"),
+        "{events}"
+    );
+    let error_ref = json!({"$ref": "#/components/schemas/ErrorBody"});
+    for (path, method, codes) in [
+        (
+            "/v1/nodes",
+            "post",
+            &["400", "401", "403", "409", "413"][..],
+        ),
+        ("/v1/nodes", "get", &["400", "401"][..]),
+        ("/v1/nodes/{id}", "get", &["401", "404"][..]),
+        (
+            "/v1/nodes/{id}",
+            "patch",
+            &["400", "401", "403", "404", "409", "413"][..],
+        ),
+        (
+            "/v1/nodes/{id}",
+            "delete",
+            &["401", "403", "404", "409"][..],
+        ),
+        (
+            "/v1/nodes/{id}/actions/{action}",
+            "post",
+            &["400", "401", "404", "409"][..],
+        ),
+        (
+            "/v1/nodes/{id}/raid/{volume}",
+            "delete",
+            &["401", "403", "404", "409", "422", "502"][..],
+        ),
+        ("/v1/tokens", "get", &["401", "403"][..]),
+        ("/v1/tokens", "post", &["400", "401", "403"][..]),
+        (
+            "/v1/agent/inventory",
+            "post",
+            &["400", "401", "409", "413"][..],
+        ),
+    ] {
+        let responses = &doc["paths"][path][method]["responses"];
+        for code in codes {
+            let r = &responses[*code];
+            assert_eq!(
+                r["content"]["application/json"]["schema"], error_ref,
+                "{method} {path} {code}: {responses}"
+            );
+        }
+    }
+    assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+}
+on_both_backends!(openapi_documents_queries_and_errors);

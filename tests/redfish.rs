@@ -637,9 +637,33 @@ async fn bmc_endpoints(s: &TestServer) {
     let (st, v) = s
         .req(reqwest::Method::DELETE, "/v1/nodes/rf-api/raid/99", None)
         .await;
+    // A volume the BMC does not list is not found, not a refusal.
     assert_eq!(
         (st, &v["error"]["code"]),
-        (502, &json!("bmc_refused")),
+        (404, &json!("volume_not_found")),
+        "{v}"
+    );
+    // A volume listed but gone when deleted (the BMC answers 404): not found too.
+    let (st, v) = s
+        .post(
+            "/v1/nodes/rf-api/raid",
+            json!({"level": "0", "drives": ["Disk.0"]}),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let gone = v["id"].as_str().unwrap().to_string();
+    srv.machine().volume_gone_on_delete = true;
+    let (st, v) = s
+        .req(
+            reqwest::Method::DELETE,
+            &format!("/v1/nodes/rf-api/raid/{gone}"),
+            None,
+        )
+        .await;
+    srv.machine().volume_gone_on_delete = false;
+    assert_eq!(
+        (st, &v["error"]["code"]),
+        (404, &json!("volume_not_found")),
         "{v}"
     );
     let (_, v) = s.get("/v1/nodes/rf-api/bmc-inventory").await;
@@ -652,7 +676,7 @@ async fn bmc_endpoints(s: &TestServer) {
         .filter(|e| e["kind"] == "bmc")
         .filter_map(|e| e["reason"].as_str())
         .collect();
-    assert_eq!(bmc.len(), 6, "{bmc:?}");
+    assert_eq!(bmc.len(), 8, "{bmc:?}");
     assert!(
         bmc[0] == "power on" && bmc[4].contains("deleted"),
         "{bmc:?}"

@@ -31,12 +31,14 @@ use utoipa::{IntoParams, ToSchema};
 
 /// `GET /boot.ipxe?mac=...`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(super) struct BootParams {
     /// The MAC the machine booted from (iPXE: `${net0/mac}`).
     mac: String,
 }
 
-#[utoipa::path(get, path = "/boot.ipxe", params(BootParams), responses((status = 200, description = "An iPXE script", content_type = "text/plain")))]
+#[utoipa::path(get, path = "/boot.ipxe", params(BootParams),
+    responses((status = 200, description = "An iPXE script", content_type = "text/plain"), (status = 400, body = super::error::ErrorBody, description = "No MAC, or not a MAC (invalid_query)")))]
 pub(super) async fn boot_script(
     State(app): State<AppState>,
     client: Option<axum::Extension<ConnectInfo<std::net::SocketAddr>>>,
@@ -199,7 +201,9 @@ fn checked_facts(raw: &serde_json::Value) -> Result<(Option<Inventory>, Vec<Fact
 }
 
 #[utoipa::path(post, path = "/v1/agent/inventory", request_body = InventoryBody,
-    responses((status = 202, description = "Stored"), (status = 400, description = "Malformed inventory (the message names the field)"), (status = 401, description = "Bad agent token"), (status = 409, description = "The node is not waiting for an inventory, or the discovered machine clashes with a node")),
+    responses((status = 202, description = "Stored"), (status = 400, body = super::error::ErrorBody, description = "Malformed inventory (the message names the field)"),
+        (status = 401, body = super::error::ErrorBody, description = "Bad agent token"),
+        (status = 409, body = super::error::ErrorBody, description = "The node is not waiting for an inventory, or the discovered machine clashes with a node")),
     security(("agent" = [])))]
 pub(super) async fn inventory(
     State(app): State<AppState>,
@@ -468,7 +472,7 @@ pub(super) struct StatusBody {
 }
 
 #[utoipa::path(post, path = "/v1/agent/status", request_body = StatusBody,
-    responses((status = 202, description = "Recorded"), (status = 409, description = "The step is not waiting for a report")), security(("agent" = [])))]
+    responses((status = 202, description = "Recorded"), (status = 409, body = super::error::ErrorBody, description = "The step is not waiting for a report")), security(("agent" = [])))]
 pub(super) async fn status(
     State(app): State<AppState>,
     headers: HeaderMap,

@@ -1,13 +1,46 @@
 //! API errors with stable codes, and the JSON body extractor that refuses
 //! malformed, unknown-field and oversized bodies with a precise message.
 
+use crate::node::FieldError;
 use crate::store::StoreError;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
+use utoipa::ToSchema;
+
+/// The body of every error answer (the OpenAPI document's schema of it;
+/// [`ApiError::into_response`] writes it).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable and machine-readable: `not_found`, `invalid_field`, `invalid_body`,
+    /// `malformed_json`, `body_too_large`, `unauthorized`, `forbidden`,
+    /// `conflict`, `invalid_action`, `power_owned`, `volume_not_found`, `bmc_*` ...
+    pub code: String,
+    /// What is wrong, where, and what to do about it.
+    pub message: String,
+    /// The field at fault (`invalid_field`).
+    #[schema(nullable = false)]
+    pub field: Option<String>,
+    /// The node's state (`invalid_action`).
+    #[schema(nullable = false)]
+    pub state: Option<String>,
+    /// The actions the node's state allows (`invalid_action`).
+    #[schema(nullable = false)]
+    pub allowed_actions: Option<Vec<String>>,
+    /// The broken profile file and line (`invalid_profile`).
+    pub file: Option<String>,
+    pub line: Option<u64>,
+}
 
 /// An error as the API returns it.
 #[derive(Debug)]
@@ -56,6 +89,17 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<FieldError> for ApiError {
+    fn from(f: FieldError) -> Self {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_field",
+            message: f.to_string(),
+            extra: Some(json!({"field": f.field})),
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
@@ -95,12 +139,7 @@ impl From<StoreError> for ApiError {
                     "node is in maintenance ({reason}): turn maintenance off first (action maintenance_off)"
                 ),
             ),
-            StoreError::Invalid(f) => ApiError {
-                status: StatusCode::BAD_REQUEST,
-                code: "invalid_field",
-                message: f.to_string(),
-                extra: Some(json!({"field": f.field})),
-            },
+            StoreError::Invalid(f) => f.into(),
             other => {
                 tracing::error!(error = %other, "internal error");
                 ApiError::new(

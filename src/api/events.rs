@@ -23,15 +23,18 @@ use uuid::Uuid;
 /// Paging of a node's events.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct EventParams {
     /// Only events with a larger id.
     after: Option<i64>,
     /// At most this many (1 to 1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 
 #[utoipa::path(get, path = "/v1/nodes/{id}/events", params(("id" = String, Path, description = "UUID or name; a deleted node's UUID still works"), EventParams),
-    responses((status = 200, body = Vec<EventRow>)), security(("bearer" = [])))]
+    responses((status = 200, body = Vec<EventRow>), (status = 400, body = super::error::ErrorBody, description = "A bad page (invalid_query)"),
+        (status = 404, body = super::error::ErrorBody, description = "No node has that name")), security(("bearer" = [])))]
 pub(super) async fn node_events(
     State(app): State<AppState>,
     Path(id): Path<String>,
@@ -59,6 +62,7 @@ pub(super) async fn node_events(
 /// Where the live stream starts.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct StreamParams {
     /// Replay events after this id first (default: only new events).
     after: Option<i64>,
@@ -96,7 +100,8 @@ impl Cursor {
 }
 
 #[utoipa::path(get, path = "/v1/events/stream", params(StreamParams),
-    responses((status = 200, description = "text/event-stream of EventRow objects; the SSE id is the event id")), security(("bearer" = [])))]
+    responses((status = 200, description = "text/event-stream of EventRow objects; the SSE id is the event id", content_type = "text/event-stream"),
+        (status = 400, body = super::error::ErrorBody, description = "A bad start (invalid_query)")), security(("bearer" = [])))]
 pub(super) async fn stream(
     State(app): State<AppState>,
     headers: HeaderMap,

@@ -1,7 +1,8 @@
 //! Node endpoints: enrolment, listing, reading, changing, deleting, actions.
 
-use super::error::OptJson;
+use super::error::{ErrorBody, OptJson};
 use super::{ApiError, ApiJson, AppState};
+use crate::node::limits::{self, check_len, check_opt};
 use crate::node::{NewNode, Node, NodePatch};
 use crate::state::{Event, State as NodeState};
 use crate::store::NodeFilter;
@@ -23,7 +24,9 @@ pub(super) fn actor(headers: &HeaderMap) -> String {
 }
 
 #[utoipa::path(post, path = "/v1/nodes", request_body = NewNode,
-    responses((status = 201, body = Node), (status = 400, description = "Invalid body"), (status = 409, description = "Duplicate name or MAC")),
+    responses((status = 201, body = Node),
+        (status = 400, body = ErrorBody, description = "Invalid body: malformed_json, invalid_body, or invalid_field naming the field (and its limit: at most 64 MACs, names of 63 characters ...)"),
+        (status = 409, body = ErrorBody, description = "Another node has the name (duplicate_name) or a MAC (duplicate_mac)")),
     security(("bearer" = [])))]
 pub(super) async fn create(
     State(app): State<AppState>,
@@ -43,14 +46,17 @@ pub(super) async fn create(
 /// Filters and paging of the node list.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct ListParams {
     /// Only nodes in this state.
+    #[param(value_type = Option<NodeState>)]
     state: Option<String>,
     /// Only nodes with this profile.
     profile: Option<String>,
     /// Only nodes with (true) or without (false) maintenance.
     maintenance: Option<bool>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
     /// The `next` value of the previous page.
     after: Option<String>,
@@ -64,7 +70,9 @@ pub(super) struct NodePage {
     next: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/nodes", params(ListParams), responses((status = 200, body = NodePage)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/nodes", params(ListParams),
+    responses((status = 200, body = NodePage), (status = 400, body = ErrorBody, description = "A bad filter or page size (invalid_query)")),
+    security(("bearer" = [])))]
 pub(super) async fn list(
     State(app): State<AppState>,
     params: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
@@ -144,7 +152,7 @@ pub(super) async fn list(
 }
 
 #[utoipa::path(get, path = "/v1/nodes/{id}", params(("id" = String, Path, description = "UUID or name")),
-    responses((status = 200, body = Node), (status = 404, description = "No such node")), security(("bearer" = [])))]
+    responses((status = 200, body = Node), (status = 404, body = ErrorBody, description = "No such node")), security(("bearer" = [])))]
 pub(super) async fn show(
     State(app): State<AppState>,
     Path(id): Path<String>,
@@ -172,7 +180,10 @@ fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
 }
 
 #[utoipa::path(patch, path = "/v1/nodes/{id}", request_body = NodePatch, params(("id" = String, Path, description = "UUID or name")),
-    responses((status = 200, body = Node), (status = 409, description = "Generation mismatch or duplicate")), security(("bearer" = [])))]
+    responses((status = 200, body = Node),
+        (status = 400, body = ErrorBody, description = "Invalid body or If-Match header: malformed_json, invalid_body, invalid_header, or invalid_field naming the field and its limit"),
+        (status = 409, body = ErrorBody, description = "Generation mismatch (conflict), or another node has the name or a MAC (duplicate_name, duplicate_mac)")),
+    security(("bearer" = [])))]
 pub(super) async fn update(
     State(app): State<AppState>,
     Path(id): Path<String>,
@@ -188,7 +199,7 @@ pub(super) async fn update(
 }
 
 #[utoipa::path(delete, path = "/v1/nodes/{id}", params(("id" = String, Path, description = "UUID or name")),
-    responses((status = 204, description = "Deleted"), (status = 409, description = "Not deletable in its state")), security(("bearer" = [])))]
+    responses((status = 204, description = "Deleted"), (status = 409, body = ErrorBody, description = "Not deletable in its state")), security(("bearer" = [])))]
 pub(super) async fn delete(
     State(app): State<AppState>,
     Path(id): Path<String>,
@@ -213,7 +224,9 @@ pub const ACTIONS: &str = "manage, inspect, provide, deploy, configure, reprovis
 
 #[utoipa::path(post, path = "/v1/nodes/{id}/actions/{action}", request_body(content = Option<ActionBody>),
     params(("id" = String, Path, description = "UUID or name"), ("action" = String, Path, description = "manage, inspect, provide, deploy, configure, reprovision, undeploy, abort, maintenance_on, maintenance_off")),
-    responses((status = 202, body = Node, description = "Accepted; work queued"), (status = 409, description = "Not allowed in the node's state; allowed_actions lists what is")),
+    responses((status = 202, body = Node, description = "Accepted; work queued"),
+        (status = 400, body = ErrorBody, description = "Unknown action (unknown_action), a reason too long or missing (invalid_field), a bad body or If-Match header"),
+        (status = 409, body = ErrorBody, description = "Not allowed in the node's state (invalid_action; allowed_actions lists what is), in maintenance, or a generation mismatch")),
     security(("bearer" = [])))]
 pub(super) async fn action(
     State(app): State<AppState>,
@@ -223,14 +236,8 @@ pub(super) async fn action(
 ) -> Result<Response, ApiError> {
     let who = actor(&headers);
     let generation = if_match(&headers)?.or(body.generation);
-    if let Some(r) = &body.reason
-        && r.len() > 1000
-    {
-        return Err(ApiError::bad_request(
-            "invalid_field",
-            "reason: at most 1000 characters",
-        ));
-    }
+    check_opt("reason", body.reason.as_deref(), limits::REASON)?;
+    check_len("action", &action, limits::WORD)?;
     let node = match action.as_str() {
         "maintenance_on" => {
             let reason = body.reason.as_deref().filter(|r| !r.trim().is_empty()).ok_or_else(|| {
@@ -265,7 +272,7 @@ pub(super) async fn action(
 }
 
 #[utoipa::path(get, path = "/v1/nodes/{id}/inventory", params(("id" = String, Path, description = "UUID or name")),
-    responses((status = 200, description = "The raw inventory the agent posted"), (status = 404, description = "No node, or not inspected yet")), security(("bearer" = [])))]
+    responses((status = 200, description = "The raw inventory the agent posted"), (status = 404, body = ErrorBody, description = "No node, or not inspected yet")), security(("bearer" = [])))]
 pub(super) async fn inventory(
     State(app): State<AppState>,
     Path(id): Path<String>,

@@ -1,7 +1,10 @@
 //! Profile endpoints: list, show, reload from disk, dry-run tests, and a node's
 //! facts and match explanations.
 
+use super::error::ErrorBody;
 use super::{ApiError, ApiJson, AppState};
+use crate::node::FieldError;
+use crate::node::limits::{self, check_count, check_len, check_opt};
 use crate::profiles::matcher::{Fact, Facts};
 use crate::profiles::{Profile, Verdict, evaluate, load_dir};
 use axum::Json;
@@ -55,7 +58,7 @@ pub(super) async fn list(State(app): State<AppState>) -> Json<Vec<ProfileSummary
     )
 }
 
-#[utoipa::path(get, path = "/v1/profiles/{name}", params(("name" = String, Path)), responses((status = 200, body = Profile), (status = 404, description = "No such profile")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/profiles/{name}", params(("name" = String, Path)), responses((status = 200, body = Profile), (status = 404, body = ErrorBody, description = "No such profile")), security(("bearer" = [])))]
 pub(super) async fn show(
     State(app): State<AppState>,
     Path(name): Path<String>,
@@ -68,7 +71,7 @@ pub(super) async fn show(
         .ok_or_else(|| ApiError::not_found(format!("profile '{name}' not found")))
 }
 
-#[utoipa::path(post, path = "/v1/profiles/reload", responses((status = 200, description = "Loaded"), (status = 400, description = "A file is broken; the previous set stays in force")), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/profiles/reload", responses((status = 200, description = "Loaded"), (status = 400, body = ErrorBody, description = "A file is broken (invalid_profile, with its file and line); the previous set stays in force")), security(("bearer" = [])))]
 pub(super) async fn reload(
     State(app): State<AppState>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -104,6 +107,21 @@ pub(super) struct TestBody {
     node: Option<String>,
 }
 
+impl TestBody {
+    /// The bounds of a test: how many facts, how long each part and the node's name.
+    fn check(&self) -> Result<(), FieldError> {
+        check_opt("node", self.node.as_deref(), limits::NAME)?;
+        let facts = self.facts.as_deref().unwrap_or_default();
+        check_count("facts", facts.len(), limits::FACTS)?;
+        for (i, fact) in facts.iter().enumerate() {
+            for part in [&fact.class, &fact.kind, &fact.key, &fact.value] {
+                check_len(&format!("facts[{i}]"), part, limits::FACT_PART)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The outcome of a dry run: every profile's verdict, and the one that would be chosen.
 #[derive(Debug, Serialize, ToSchema)]
 pub(super) struct TestResult {
@@ -132,11 +150,16 @@ async fn node_facts(app: &AppState, id: &str) -> Result<Vec<Fact>, ApiError> {
     })
 }
 
-#[utoipa::path(post, path = "/v1/profiles/test", request_body = TestBody, responses((status = 200, body = TestResult)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/profiles/test", request_body = TestBody,
+    responses((status = 200, body = TestResult),
+        (status = 400, body = ErrorBody, description = "Neither or both of facts and node, a bad body, or a field too long (invalid_field)"),
+        (status = 404, body = ErrorBody, description = "No such node, or it has no inventory yet")),
+    security(("bearer" = [])))]
 pub(super) async fn test(
     State(app): State<AppState>,
     ApiJson(body): ApiJson<TestBody>,
 ) -> Result<Json<TestResult>, ApiError> {
+    body.check()?;
     let facts = match (body.facts, body.node) {
         (Some(f), None) => f,
         (None, Some(n)) => node_facts(&app, &n).await?,
@@ -150,7 +173,8 @@ pub(super) async fn test(
     Ok(Json(result(&current(&app), facts)))
 }
 
-#[utoipa::path(get, path = "/v1/nodes/{id}/facts", params(("id" = String, Path)), responses((status = 200, description = "[class, type, key, value] facts")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/nodes/{id}/facts", params(("id" = String, Path)),
+    responses((status = 200, description = "[class, type, key, value] facts"), (status = 404, body = ErrorBody, description = "No such node, or it has no inventory yet")), security(("bearer" = [])))]
 pub(super) async fn facts(
     State(app): State<AppState>,
     Path(id): Path<String>,
@@ -158,7 +182,8 @@ pub(super) async fn facts(
     Ok(Json(node_facts(&app, &id).await?))
 }
 
-#[utoipa::path(get, path = "/v1/nodes/{id}/matches", params(("id" = String, Path)), responses((status = 200, body = TestResult)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/nodes/{id}/matches", params(("id" = String, Path)),
+    responses((status = 200, body = TestResult), (status = 404, body = ErrorBody, description = "No such node, or it has no inventory yet")), security(("bearer" = [])))]
 pub(super) async fn matches(
     State(app): State<AppState>,
     Path(id): Path<String>,

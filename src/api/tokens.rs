@@ -1,6 +1,8 @@
 //! API token management (admin only): make, list, revoke.
 
+use super::error::ErrorBody;
 use super::{ApiError, ApiJson, AppState};
+use crate::node::limits::{self, check_len};
 use crate::store::{ApiToken, Role};
 use axum::Json;
 use axum::extract::{Path, State};
@@ -24,15 +26,18 @@ pub(super) struct CreatedToken {
     secret: String,
 }
 
-#[utoipa::path(post, path = "/v1/tokens", request_body = NewToken, responses((status = 201, body = CreatedToken)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/tokens", request_body = NewToken,
+    responses((status = 201, body = CreatedToken), (status = 400, body = ErrorBody, description = "A bad body, or a name empty or too long (invalid_field)")),
+    security(("bearer" = [])))]
 pub(super) async fn create(
     State(app): State<AppState>,
     ApiJson(t): ApiJson<NewToken>,
 ) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
-    if t.name.trim().is_empty() || t.name.len() > 100 {
+    check_len("name", &t.name, limits::TOKEN_NAME)?;
+    if t.name.trim().is_empty() {
         return Err(ApiError::bad_request(
             "invalid_field",
-            "name: 1 to 100 characters",
+            "name: say what the token is for (1 to 100 characters)",
         ));
     }
     let (token, secret) = app.store.create_api_token(&t.name, t.role).await?;
@@ -44,7 +49,8 @@ pub(super) async fn list(State(app): State<AppState>) -> Result<Json<Vec<ApiToke
     Ok(Json(app.store.list_api_tokens().await?))
 }
 
-#[utoipa::path(delete, path = "/v1/tokens/{id}", params(("id" = String, Path)), responses((status = 204, description = "Revoked")), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/v1/tokens/{id}", params(("id" = String, Path)),
+    responses((status = 204, description = "Revoked"), (status = 404, body = ErrorBody, description = "No such token")), security(("bearer" = [])))]
 pub(super) async fn delete(
     State(app): State<AppState>,
     Path(id): Path<String>,

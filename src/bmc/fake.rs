@@ -237,9 +237,10 @@ impl BmcDriver for FakeDriver {
             let before = m.volumes.len();
             m.volumes.retain(|v| v.id != id);
             if m.volumes.len() == before {
-                return Err(BmcError::Refused {
+                return Err(BmcError::NoVolume {
                     address: key,
-                    detail: format!("no volume '{id}'"),
+                    id: id.to_string(),
+                    known: m.volumes.iter().map(|v| v.id.clone()).collect(),
                 });
             }
             m.commands.push(format!("raid delete {id}"));

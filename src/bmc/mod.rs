@@ -258,6 +258,21 @@ pub enum BmcError {
     /// Anything else the BMC refused.
     #[error("BMC at {address} refused: {detail}")]
     Refused { address: String, detail: String },
+    /// The RAID volume asked for is not on the BMC (`known`: the ones that are).
+    #[error("BMC at {address} has no RAID volume '{id}' (volumes: {})", list_or_none(.known))]
+    NoVolume {
+        address: String,
+        id: String,
+        known: Vec<String>,
+    },
+}
+
+fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".into()
+    } else {
+        items.join(", ")
+    }
 }
 
 impl BmcError {

@@ -1098,19 +1098,21 @@ impl BmcDriver for RedfishDriver {
     async fn delete_volume(&self, id: &str) -> Result<(), BmcError> {
         self.with_conn(async |c| {
             let all = self.all_volumes(c).await?;
+            let no_volume = || BmcError::NoVolume {
+                address: self.label.clone(),
+                id: id.to_string(),
+                known: all.iter().map(|(_, v)| v.id.clone()).collect(),
+            };
             let (path, _) = all
                 .iter()
                 .find(|(p, v)| v.id == id || p == id)
-                .ok_or_else(|| {
-                    self.refused(format!(
-                        "no volume '{id}' (volumes: {})",
-                        all.iter()
-                            .map(|(_, v)| v.id.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ))
-                })?;
-            let a = self.call(&c.auth, Method::DELETE, path, None, None).await?;
+                .ok_or_else(no_volume)?;
+            let a = self.send(&c.auth, Method::DELETE, path, None, None).await?;
+            // Gone since it was listed (deleted meanwhile): not found, not refused.
+            if a.status == StatusCode::NOT_FOUND {
+                return Err(no_volume());
+            }
+            let a = self.success(Method::DELETE, path, a)?;
             self.follow_task(c, a).await.map(|_| ())
         })
         .await

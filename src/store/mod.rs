@@ -26,8 +26,8 @@ pub use tokens::{AgentAuth, AgentTokenError, ApiToken, DiscoveryAuth, Role};
 
 use crate::config::PhaseTimeouts;
 use crate::node::{
-    BmcDriverKind, BmcInput, BmcView, FieldError, MacAddr, NewNode, Node, NodePatch,
-    check_unique_macs, validate_bmc, validate_label, validate_name,
+    BmcDriverKind, BmcInput, BmcView, FieldError, MacAddr, NewNode, Node, NodePatch, port_list,
+    validate_bmc,
 };
 use crate::profiles::matcher::Fact;
 use crate::secrets::SecretBox;
@@ -593,6 +593,7 @@ impl Store {
         patch: &NodePatch,
         actor: &str,
     ) -> Result<Node> {
+        patch.check()?;
         let rec = self.get_record(id_or_name).await?;
         let cur = &rec.node;
         if let Some(g) = patch.generation
@@ -606,7 +607,6 @@ impl Store {
         let mut changed: Vec<&str> = Vec::new();
         let name = match &patch.name {
             Some(n) if *n != cur.name => {
-                validate_name("name", n)?;
                 changed.push("name");
                 n.clone()
             }
@@ -619,16 +619,7 @@ impl Store {
             }
             _ => cur.boot_mac,
         };
-        let mut macs = match &patch.macs {
-            Some(m) => m.clone(),
-            None => cur.macs.clone(),
-        };
-        if let Some(b) = boot_mac
-            && !macs.contains(&b)
-        {
-            macs.insert(0, b);
-        }
-        check_unique_macs(&macs)?;
+        let macs = port_list(boot_mac, patch.macs.as_ref().unwrap_or(&cur.macs))?;
         if macs != cur.macs {
             changed.push("macs");
         }
@@ -672,9 +663,6 @@ impl Store {
         }
         let profile = match &patch.profile {
             Some(p) => {
-                if let Some(v) = p {
-                    validate_label("profile", v)?;
-                }
                 changed.push("profile");
                 p.clone()
             }
@@ -682,9 +670,6 @@ impl Store {
         };
         let role = match &patch.role {
             Some(r) => {
-                if let Some(v) = r {
-                    validate_label("role", v)?;
-                }
                 changed.push("role");
                 r.clone()
             }

@@ -16,7 +16,8 @@
 //! - `EthernetInterfaces` with MAC addresses;
 //! - `Storage/RAID` with four `Drives` and a `Volumes` collection: `POST`
 //!   answers `202 Accepted` with a task monitor `Location` that answers `202`
-//!   twice, then `201` with the new volume; a volume's `DELETE` answers `204`.
+//!   twice, then `201` with the new volume; a volume's `DELETE` answers `204`
+//!   (or `404` with `volume_gone_on_delete`).
 //!
 //! Errors carry `error.@Message.ExtendedInfo` as the Base registry writes
 //! them. Options: no session service (basic authentication only), HTTPS with
@@ -88,6 +89,9 @@ pub struct Machine {
     /// Accept resets but leave the power as it is (a machine that never
     /// turns on).
     pub hold_power: bool,
+    /// A volume's `DELETE` removes it and answers `404`, as if it had been
+    /// deleted by someone else since it was listed.
+    pub volume_gone_on_delete: bool,
 }
 
 impl Machine {
@@ -121,6 +125,7 @@ impl Machine {
             max_in_flight: 0,
             resets: Vec::new(),
             hold_power: false,
+            volume_gone_on_delete: false,
         }
     }
 
@@ -896,6 +901,11 @@ async fn volume(State(s): State<Shared>, Path(id): Path<u32>) -> Response {
 async fn delete_volume(State(s): State<Shared>, Path(id): Path<u32>) -> Response {
     let mut m = s.m.lock().unwrap();
     match m.volumes.remove(&id) {
+        Some(_) if m.volume_gone_on_delete => error(
+            StatusCode::NOT_FOUND,
+            "Base.1.8.ResourceMissingAtURI",
+            "No such volume.",
+        ),
         Some(_) => StatusCode::NO_CONTENT.into_response(),
         None => error(
             StatusCode::NOT_FOUND,
