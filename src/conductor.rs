@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 /// What one stage of a step came to.
 #[derive(Debug)]
@@ -120,8 +121,9 @@ impl Conductor {
             match self.store.claim_step(&self.owner, self.cfg.lease).await {
                 Ok(Some((step, rec))) => {
                     let span = tracing::info_span!("step", worker = id, step = step.id, node = %rec.node.id, phase = step.phase.as_str(), stage = %step.stage);
-                    let _g = span.enter();
-                    self.run_step(step, rec).await;
+                    // Instrumented, never entered across an await: an entered
+                    // span's guard would travel with the task between threads.
+                    self.run_step(step, rec).instrument(span).await;
                     continue;
                 }
                 Ok(None) => {}

@@ -45,11 +45,45 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
     b
 }
 
+/// Creates `dir` (and its missing parents) readable only by its owner
+/// (0700), and takes group and other access away from it when it exists with
+/// them: it holds the database, the key and the admin token.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        tracing::info!(dir = %dir.display(), mode = format!("{mode:o}"), "group and other access to the data directory taken away (now 700)");
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & 0o700))?;
+    }
+    Ok(())
+}
+
+/// Makes the files that exist among `paths` readable only by their owner
+/// (0600); the others are left to be created so (see [`write_private`]).
+pub fn private_files(paths: &[std::path::PathBuf]) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for p in paths {
+        match std::fs::metadata(p) {
+            Ok(m) if m.permissions().mode() & 0o077 != 0 => {
+                std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600))?;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Writes `bytes` to a new file readable only by its owner.
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        private_dir(dir)?;
     }
     let mut f = std::fs::OpenOptions::new()
         .write(true)

@@ -92,7 +92,7 @@ pub async fn start(cfg: Config, listener: TcpListener) -> anyhow::Result<Running
 /// Opens everything and starts serving on sockets already bound.
 pub async fn start_with(cfg: Config, sockets: Listeners) -> anyhow::Result<Running> {
     let listener = TcpListener::from_std(sockets.http)?;
-    std::fs::create_dir_all(&cfg.data_dir)
+    crate::secrets::private_dir(&cfg.data_dir)
         .with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
     let secrets = SecretBox::load_or_create(&cfg.secrets.key_file)?;
     let store = Store::open(

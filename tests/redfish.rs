@@ -214,7 +214,7 @@ async fn volumes_are_created_through_the_task_monitor_and_deleted() {
     bmc.delete_volume(&v.id).await.unwrap();
     assert!(bmc.raid_volumes().await.unwrap().is_empty());
     let e = bmc.delete_volume("42").await.unwrap_err();
-    assert!(e.to_string().contains("no volume '42'"), "{e}");
+    assert!(e.to_string().contains("no RAID volume '42'"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -140,6 +140,17 @@ impl From<StoreError> for ApiError {
                 ),
             ),
             StoreError::Invalid(f) => f.into(),
+            fault if fault.is_storage_fault() => {
+                tracing::error!(error = %fault, "storage fault: the request's writes were not made");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_unavailable",
+                    format!(
+                        "the database cannot be used now ({fault}); nothing was changed; \
+                         /healthz says when it is back"
+                    ),
+                )
+            }
             other => {
                 tracing::error!(error = %other, "internal error");
                 ApiError::new(

@@ -23,7 +23,7 @@ use crate::metrics::Metrics;
 use crate::store::{Role, Store};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{Method, header};
+use axum::http::{Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -226,12 +226,27 @@ pub fn router(app: AppState) -> Router {
         .with_state(app)
 }
 
-#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "Server and database answer"), (status = 503, description = "Database unreachable")))]
+#[utoipa::path(get, path = "/healthz", responses(
+    (status = 200, description = "The database answers reads and commits a write: `{\"status\": \"ok\", \"database\": \"ok\", \"storage\": \"ok\"}`"),
+    (status = 503, description = "`{\"status\": \"degraded\", \"database\": ..., \"storage\": ...}`: each says `ok` or what is wrong (reads, or a committed write)"),
+))]
 async fn healthz(State(app): State<AppState>) -> Response {
-    match app.store.ping().await {
-        Ok(()) => axum::Json(serde_json::json!({"status": "ok", "database": "ok"})).into_response(),
-        Err(e) => ApiError::unavailable(&format!("database unreachable: {e}")).into_response(),
-    }
+    let h = app.store.health().await;
+    let word = |r: &Result<(), String>| match r {
+        Ok(()) => "ok".to_string(),
+        Err(e) => e.clone(),
+    };
+    let body = serde_json::json!({
+        "status": if h.ok() { "ok" } else { "degraded" },
+        "database": word(&h.database),
+        "storage": word(&h.storage),
+    });
+    let status = if h.ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
 }
 
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format")), security(("bearer" = [])))]

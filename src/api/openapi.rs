@@ -5,7 +5,7 @@
 //! added by [`CommonErrors`] from the operation's shape: 401 (and 403 for
 //! changes and tokens) where a token is needed, 400 and 413 where there is a
 //! body, 400 where there are query parameters, 404 where the path names
-//! something, 500 where the store is read. Every error answer has the
+//! something, 500 and 503 (`storage_unavailable`) where the store is used. Every error answer has the
 //! [`ErrorBody`] schema.
 
 use super::error::{ErrorBody, ErrorDetail};
@@ -98,6 +98,10 @@ fn add_common_errors(path: &str, method: &str, op: &mut Operation) {
         errors.push((
             "500",
             "Internal error (internal): the server log has the details",
+        ));
+        errors.push((
+            "503",
+            "The database cannot be used now (storage_unavailable): nothing was changed; /healthz says when it is back",
         ));
     }
     for (status, description) in errors {

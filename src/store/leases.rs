@@ -422,78 +422,153 @@ const LINGER: std::time::Duration = std::time::Duration::from_micros(500);
 /// one thread hand-off per statement (what an async driver costs) took most
 /// of the server's CPU in a boot storm. `uri` is an SQLite `file:` URI.
 pub(super) fn spawn_thread(uri: &str) -> Result<tokio::sync::mpsc::Sender<Queued>> {
-    use rusqlite::OpenFlags;
-    let unavailable = |e: rusqlite::Error| {
+    let conn = open_lease_connection(uri).map_err(|e| {
         super::StoreError::Unavailable(format!("cannot open the lease connection: {e}"))
-    };
+    })?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Queued>(4096);
+    let uri = uri.to_string();
+    std::thread::Builder::new()
+        .name("racklift-leases".into())
+        .spawn(move || {
+            let mut conn = Some(conn);
+            loop {
+                let c = match conn.take() {
+                    Some(c) => c,
+                    None => match open_lease_connection(&uri) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            // Refuse what waits, then try again: the storage
+                            // may come back.
+                            tracing::error!(error = %e, "lease connection not reopened");
+                            while let Ok((_, reply)) = rx.try_recv() {
+                                let _ =
+                                    reply.send(Err(format!("lease connection unavailable: {e}")));
+                            }
+                            std::thread::sleep(std::time::Duration::from_millis(200));
+                            if rx.is_closed() && rx.is_empty() {
+                                return;
+                            }
+                            continue;
+                        }
+                    },
+                };
+                match serve_batches(&c, &mut rx) {
+                    Served::Closed => return,
+                    Served::Broken(e) => {
+                        // Whatever the connection holds is given up with it
+                        // (closing rolls back an open transaction).
+                        tracing::error!(error = %e, "lease connection reset after a storage error");
+                        drop(c);
+                    }
+                }
+            }
+        })
+        .map_err(|e| {
+            super::StoreError::Unavailable(format!("cannot start the lease thread: {e}"))
+        })?;
+    Ok(tx)
+}
+
+fn open_lease_connection(uri: &str) -> rusqlite::Result<rusqlite::Connection> {
+    use rusqlite::OpenFlags;
     let conn = rusqlite::Connection::open_with_flags(
         uri,
         OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_URI
             | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(unavailable)?;
+    )?;
     conn.execute_batch(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
          PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
-    )
-    .map_err(unavailable)?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Queued>(4096);
-    std::thread::Builder::new()
-        .name("racklift-leases".into())
-        .spawn(move || {
-            let mut stmts = match Statements::prepare(&conn) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(error = %e, "lease statements not prepared: DHCP leases cannot be written");
-                    return;
+    )?;
+    // A file SQLite could open only for reading is opened read-only without
+    // a word: refuse such a connection rather than fail every write on it.
+    conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;")?;
+    Ok(conn)
+}
+
+/// Why [`serve_batches`] returned.
+enum Served {
+    /// Every sender is gone.
+    Closed,
+    /// The connection cannot be trusted any more (a transaction SQLite ended
+    /// by itself, or one that could not be ended).
+    Broken(String),
+}
+
+fn serve_batches(
+    conn: &rusqlite::Connection,
+    rx: &mut tokio::sync::mpsc::Receiver<Queued>,
+) -> Served {
+    let mut stmts = match Statements::prepare(conn) {
+        Ok(s) => s,
+        Err(e) => return Served::Broken(format!("lease statements not prepared: {e}")),
+    };
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = vec![first];
+        let mut lingered = false;
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(q) => batch.push(q),
+                Err(_) if !lingered => {
+                    // Let the operations of the requests arriving now
+                    // join this transaction instead of each paying for
+                    // its own commit and wake-up.
+                    lingered = true;
+                    std::thread::sleep(LINGER);
                 }
-            };
-            while let Some(first) = rx.blocking_recv() {
-                let mut batch = vec![first];
-                let mut lingered = false;
-                while batch.len() < BATCH {
-                    match rx.try_recv() {
-                        Ok(q) => batch.push(q),
-                        Err(_) if !lingered => {
-                            // Let the operations of the requests arriving now
-                            // join this transaction instead of each paying for
-                            // its own commit and wake-up.
-                            lingered = true;
-                            std::thread::sleep(LINGER);
-                        }
-                        Err(_) => break,
-                    }
-                }
-                let outcome = (|| {
-                    conn.execute_batch("BEGIN IMMEDIATE")?;
-                    let done: Vec<_> = batch
-                        .iter()
-                        .map(|(op, _)| stmts.run(op).map_err(|e| e.to_string()))
-                        .collect();
-                    if let Err(e) = conn.execute_batch("COMMIT") {
-                        let _ = conn.execute_batch("ROLLBACK");
-                        return Err(e);
-                    }
-                    Ok::<_, rusqlite::Error>(done)
-                })();
-                match outcome {
-                    Ok(done) => {
-                        for ((_, reply), d) in batch.into_iter().zip(done) {
-                            let _ = reply.send(d);
-                        }
-                    }
-                    Err(e) => {
-                        for (_, reply) in batch {
-                            let _ = reply.send(Err(format!("lease write not committed: {e}")));
-                        }
-                    }
+                Err(_) => break,
+            }
+        }
+        let outcome = (|| {
+            conn.execute_batch("BEGIN IMMEDIATE")?;
+            let mut done = Vec::with_capacity(batch.len());
+            for (op, _) in &batch {
+                done.push(stmts.run(op).map_err(|e| e.to_string()));
+                if conn.is_autocommit() {
+                    // SQLite rolled the whole transaction back (an I/O
+                    // error, a full disk): nothing of the batch is written,
+                    // and nothing after it may run outside a transaction.
+                    let e = done.pop().and_then(Result::err).unwrap_or_default();
+                    return Err(Failed::RolledBack(e));
                 }
             }
-        })
-        .map_err(|e| super::StoreError::Unavailable(format!("cannot start the lease thread: {e}")))?;
-    Ok(tx)
+            if let Err(e) = conn.execute_batch("COMMIT") {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(Failed::Commit(e));
+            }
+            Ok(done)
+        })();
+        match outcome {
+            Ok(done) => {
+                for ((_, reply), d) in batch.into_iter().zip(done) {
+                    let _ = reply.send(d);
+                }
+            }
+            Err(failed) => {
+                let why = failed.to_string();
+                for (_, reply) in batch {
+                    let _ = reply.send(Err(format!("lease write not committed: {why}")));
+                }
+                if matches!(failed, Failed::RolledBack(_)) || !conn.is_autocommit() {
+                    return Served::Broken(why);
+                }
+            }
+        }
+    }
+    Served::Closed
+}
+
+/// How a batch's transaction failed.
+#[derive(Debug, thiserror::Error)]
+enum Failed {
+    #[error("{0}")]
+    Begin(#[from] rusqlite::Error),
+    #[error("transaction rolled back by the database: {0}")]
+    RolledBack(String),
+    #[error("commit failed: {0}")]
+    Commit(rusqlite::Error),
 }
 
 /// The lease thread's statements, prepared once.

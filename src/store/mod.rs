@@ -16,6 +16,7 @@
 //! - a node has at most one active step (a partial unique index enforces it).
 
 mod enrol;
+pub mod health;
 pub mod leases;
 pub mod profiles;
 mod steps;
@@ -224,6 +225,45 @@ fn sqlite_pragmas(
     })
 }
 
+/// The writer's connection settings: those of [`sqlite_pragmas`], then a
+/// refusal of a connection SQLite could open only for reading (it does so
+/// without a word when the file is not writable at that moment; such a
+/// connection would fail every write after the file is writable again).
+fn sqlite_writer_setup(
+    conn: &mut sqlx::AnyConnection,
+    meta: sqlx::pool::PoolConnectionMetadata,
+) -> futures::future::BoxFuture<'_, Result<(), sqlx::Error>> {
+    Box::pin(async move {
+        use sqlx::Executor;
+        sqlite_pragmas(conn, meta).await?;
+        conn.execute("BEGIN IMMEDIATE").await?;
+        conn.execute("ROLLBACK").await?;
+        Ok(())
+    })
+}
+
+/// Run on every connection given back to a pool: a connection still inside a
+/// transaction is closed (which ends the transaction) instead of being reused.
+/// A COMMIT or ROLLBACK that fails (a disk error, a connection lost) leaves
+/// the driver counting an open transaction, and every later `begin()` on that
+/// connection would become a savepoint inside it, acknowledged and never
+/// committed.
+fn release_clean(
+    conn: &mut sqlx::AnyConnection,
+    _meta: sqlx::pool::PoolConnectionMetadata,
+) -> futures::future::BoxFuture<'_, Result<bool, sqlx::Error>> {
+    Box::pin(async move {
+        use sqlx::Connection;
+        // Runs a rollback the driver queued when a transaction was dropped.
+        conn.ping().await?;
+        if conn.is_in_transaction() {
+            tracing::warn!("a database connection was left inside a transaction: closed");
+            return Ok(false);
+        }
+        Ok(true)
+    })
+}
+
 fn sqlite_url(url: &str) -> String {
     if url.contains('?') || url.contains(":memory:") {
         url.to_string()
@@ -258,9 +298,20 @@ impl Store {
                 && let Some(dir) = std::path::Path::new(path).parent()
                 && !dir.as_os_str().is_empty()
             {
-                std::fs::create_dir_all(dir).map_err(|e| {
+                crate::secrets::private_dir(dir).map_err(|e| {
                     StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
                 })?;
+                // SQLite gives its -wal and -shm files the database file's mode.
+                let files = ["", "-wal", "-shm"]
+                    .map(|end| std::path::PathBuf::from(format!("{path}{end}")));
+                crate::secrets::private_files(&files).map_err(|e| {
+                    StoreError::Unavailable(format!("cannot make {path} private: {e}"))
+                })?;
+                if !files[0].exists() {
+                    crate::secrets::write_private(&files[0], b"").map_err(|e| {
+                        StoreError::Unavailable(format!("cannot create {path}: {e}"))
+                    })?;
+                }
             }
             let url = sqlite_url(url);
             let pragmas = sqlite_pragmas;
@@ -268,13 +319,16 @@ impl Store {
             // connection is the only other writer; the busy timeout orders them.
             let write = AnyPoolOptions::new()
                 .max_connections(1)
-                .after_connect(pragmas)
+                .acquire_timeout(Duration::from_secs(30))
+                .after_connect(sqlite_writer_setup)
+                .after_release(release_clean)
                 .connect(&url)
                 .await?;
             sqlx::migrate!("migrations/sqlite").run(&write).await?;
             let read = AnyPoolOptions::new()
                 .max_connections(max_connections)
                 .after_connect(pragmas)
+                .after_release(release_clean)
                 .connect(&url)
                 .await?;
             (Backend::Sqlite, read, write)
@@ -282,6 +336,7 @@ impl Store {
             let pool = AnyPoolOptions::new()
                 .max_connections(max_connections)
                 .acquire_timeout(Duration::from_secs(30))
+                .after_release(release_clean)
                 .connect(url)
                 .await?;
             sqlx::migrate!("migrations/postgres").run(&pool).await?;
@@ -317,7 +372,7 @@ impl Store {
         self.read.close().await;
     }
 
-    /// Whether the database answers.
+    /// Whether the database answers reads.
     pub async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.read).await?;
         Ok(())
