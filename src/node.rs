@@ -249,6 +249,18 @@ pub fn validate_name(field: &str, name: &str) -> Result<(), FieldError> {
     Ok(())
 }
 
+/// The host of `host:port` or `[v6]:port`, when `a` is written so.
+fn host_and_port(a: &str) -> Option<&str> {
+    let (host, port) = match a.strip_prefix('[') {
+        Some(r) => {
+            let (h, p) = r.split_once("]:")?;
+            (h, p)
+        }
+        None => a.split_once(':').filter(|(_, p)| !p.contains(':'))?,
+    };
+    (!port.is_empty() && port.chars().all(|c| c.is_ascii_digit())).then_some(host)
+}
+
 /// A BMC address: an IP address or a DNS name.
 pub fn validate_bmc_address(addr: &str) -> Result<(), FieldError> {
     if addr.parse::<std::net::IpAddr>().is_ok() {
@@ -280,17 +292,49 @@ pub fn validate_bmc_address(addr: &str) -> Result<(), FieldError> {
     }
 }
 
-/// The host of a Redfish address written as a URL (`https://host`, `http://host`).
-fn redfish_host(addr: &str) -> Option<&str> {
-    let rest = addr
-        .strip_prefix("https://")
-        .or_else(|| addr.strip_prefix("http://"))?;
+/// A Redfish address written as a URL, in parts: `https://host[:port][/]` or
+/// `http://...`, the host an IP address (IPv6 in brackets when a port
+/// follows) or a DNS name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RedfishUrl<'a> {
+    pub tls: bool,
+    pub host: &'a str,
+    /// The port as written after the host, if one was.
+    pub port: Option<&'a str>,
+}
+
+/// The parts of a Redfish address that starts with `http://` or `https://`.
+pub fn redfish_url(addr: &str) -> Option<RedfishUrl<'_>> {
+    let (tls, rest) = match addr.strip_prefix("https://") {
+        Some(r) => (true, r),
+        None => (false, addr.strip_prefix("http://")?),
+    };
     let rest = rest.strip_suffix('/').unwrap_or(rest);
-    Some(
-        rest.strip_prefix('[')
-            .and_then(|r| r.strip_suffix(']'))
-            .unwrap_or(rest),
-    )
+    let (host, port) = if let Some(r) = rest.strip_prefix('[') {
+        match r.split_once(']') {
+            Some((h, "")) => (h, None),
+            Some((h, p)) => (h, Some(p.strip_prefix(':').unwrap_or(p))),
+            None => (rest, None),
+        }
+    } else {
+        match rest.split_once(':') {
+            // More than one colon: an IPv6 address without a port.
+            Some((h, p)) if !p.contains(':') => (h, Some(p)),
+            _ => (rest, None),
+        }
+    };
+    Some(RedfishUrl { tls, host, port })
+}
+
+/// A port written in an address: 1-65535.
+fn parse_port(field: &str, p: &str) -> Result<u16, FieldError> {
+    match p.parse::<u16>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(FieldError::new(
+            field,
+            format!("'{p}' is not a port (1-65535)"),
+        )),
+    }
 }
 
 /// A profile or role name: like a node name.
@@ -393,10 +437,32 @@ pub fn check_unique_macs(macs: &[MacAddr]) -> Result<(), FieldError> {
 pub fn validate_bmc(b: &BmcInput, driver: BmcDriverKind) -> Result<(), FieldError> {
     b.check_bounds()?;
     if let Some(a) = &b.address {
-        match (driver, redfish_host(a)) {
-            // A Redfish address may name its scheme: `https://` (the default) or `http://`.
-            (BmcDriverKind::Redfish, Some(host)) => validate_bmc_address(host)?,
-            _ => validate_bmc_address(a)?,
+        match (driver, redfish_url(a)) {
+            // A Redfish address may be a URL: `https://` (the default) or
+            // `http://`, with a port or without.
+            (BmcDriverKind::Redfish, Some(url)) => {
+                validate_bmc_address(url.host)?;
+                if let Some(p) = url.port {
+                    let p = parse_port("bmc.address", p)?;
+                    if b.port.is_some_and(|q| q != p) {
+                        return Err(FieldError::new(
+                            "bmc.port",
+                            format!("{} disagrees with the port in bmc.address '{a}'", b.port.unwrap_or_default()),
+                        ));
+                    }
+                }
+            }
+            _ => validate_bmc_address(a).map_err(|e| match host_and_port(a) {
+                Some(host) if driver == BmcDriverKind::Redfish => FieldError::new(
+                    "bmc.address",
+                    format!("'{a}': write it as https://{a} (or http://{a}), or put the port in bmc.port and the host '{host}' here"),
+                ),
+                Some(host) => FieldError::new(
+                    "bmc.address",
+                    format!("'{a}' holds a port: put the host '{host}' here and the port in bmc.port"),
+                ),
+                None => e,
+            })?,
         }
     }
     if b.port == Some(0) {
@@ -456,6 +522,35 @@ mod tests {
         assert!(validate_bmc(&bmc("https://bad host"), BmcDriverKind::Redfish).is_err());
         assert!(validate_bmc(&bmc("ftp://x"), BmcDriverKind::Redfish).is_err());
         assert!(validate_bmc(&bmc("http://127.0.0.1"), BmcDriverKind::Ipmi).is_err());
+        // A URL with a port; a port that disagrees with bmc.port is refused.
+        assert!(validate_bmc(&bmc("http://127.0.0.1:8000"), BmcDriverKind::Redfish).is_ok());
+        assert!(validate_bmc(&bmc("https://[fe80::1]:8443/"), BmcDriverKind::Redfish).is_ok());
+        let mut both = bmc("http://127.0.0.1:8000");
+        both.port = Some(9000);
+        let e = validate_bmc(&both, BmcDriverKind::Redfish).unwrap_err();
+        assert_eq!(e.field, "bmc.port", "{e}");
+        assert!(validate_bmc(&bmc("http://127.0.0.1:0"), BmcDriverKind::Redfish).is_err());
+        // host:port without a scheme says what to write.
+        let e = validate_bmc(&bmc("127.0.0.1:8000"), BmcDriverKind::Redfish).unwrap_err();
+        assert!(e.to_string().contains("http://127.0.0.1:8000"), "{e}");
+        let e = validate_bmc(&bmc("10.0.0.5:623"), BmcDriverKind::Ipmi).unwrap_err();
+        assert!(e.to_string().contains("bmc.port"), "{e}");
+        assert_eq!(
+            redfish_url("https://[fe80::1]:8443"),
+            Some(RedfishUrl {
+                tls: true,
+                host: "fe80::1",
+                port: Some("8443")
+            })
+        );
+        assert_eq!(
+            redfish_url("http://fe80::1"),
+            Some(RedfishUrl {
+                tls: false,
+                host: "fe80::1",
+                port: None
+            })
+        );
     }
 
     #[test]

@@ -639,3 +639,28 @@ async fn heartbeat_says_wait_then_poweroff(s: &TestServer) {
     s.wait_state("hb-1", "available").await;
 }
 on_both_backends!(heartbeat_says_wait_then_poweroff);
+
+/// A phase deadline that fires while a BMC failure is being retried keeps the
+/// failure in `last_error`: the deadline is the end, not the cause.
+async fn a_deadline_keeps_the_last_failure(s: &TestServer) {
+    s.create(node_body(
+        "late",
+        "52:54:00:10:09:01",
+        "unreachable-9",
+        "pw",
+    ))
+    .await;
+    act_ok(s, "late", "manage").await;
+    let n = s.wait_state("late", "enrolled").await;
+    let e = n["last_error"].as_str().unwrap_or_default();
+    assert!(
+        e.contains("verify timed out") && e.contains("last error") && e.contains("did not answer"),
+        "{n}"
+    );
+}
+on_both_backends!(a_deadline_keeps_the_last_failure, |c| {
+    // Retried far longer than the phase may take.
+    c.conductor.max_attempts = 1000;
+    c.conductor.retry_backoff = std::time::Duration::from_millis(300);
+    c.conductor.timeouts.verify = std::time::Duration::from_secs(2);
+});

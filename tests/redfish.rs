@@ -1001,3 +1001,51 @@ async fn cli_drives_a_nodes_bmc() {
     assert!(srv.machine().volumes.is_empty());
     s.finish().await;
 }
+
+/// A Redfish BMC whose port is closed fails `manage` within seconds, not
+/// after minutes of retries, and `last_error` says why and what to check.
+/// The address is a URL with the port in it.
+async fn a_closed_port_fails_manage_at_once(s: &TestServer) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    s.create(json!({
+        "name": "closed", "boot_mac": "52:54:00:ee:00:01",
+        "bmc": {"driver": "redfish", "address": format!("http://127.0.0.1:{port}"),
+                "username": "root", "password": "pw"}
+    }))
+    .await;
+    let started = Instant::now();
+    let (st, v) = s.act("closed", "manage").await;
+    assert_eq!(st, 202, "{v}");
+    let n = wait_state(s, "closed", "enrolled").await;
+    println!("manage failed after {:?}", started.elapsed());
+    let e = n["last_error"].as_str().unwrap_or_default();
+    assert!(
+        e.contains(&format!("BMC at 127.0.0.1:{port} refused the connection"))
+            && e.contains("bmc.port"),
+        "{n}"
+    );
+    let retries = s
+        .events("closed")
+        .await
+        .into_iter()
+        .filter(|e| e["reason"].as_str().is_some_and(|r| r.contains("retrying")))
+        .count();
+    assert_eq!(retries, 0, "a closed port is not retried by the conductor");
+    let (st, v) = s.get("/v1/nodes/closed/power").await;
+    assert_eq!(
+        (st, &v["error"]["code"]),
+        (502, &json!("bmc_unreachable")),
+        "{v}"
+    );
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("refused the connection"),
+        "{v}"
+    );
+}
+on_both_backends!(a_closed_port_fails_manage_at_once);

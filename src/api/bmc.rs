@@ -33,7 +33,9 @@ use utoipa::ToSchema;
 impl From<BmcError> for ApiError {
     fn from(e: BmcError) -> Self {
         let (status, code) = match &e {
-            BmcError::Transient { .. } => (StatusCode::BAD_GATEWAY, "bmc_unreachable"),
+            BmcError::Transient { .. } | BmcError::Closed { .. } => {
+                (StatusCode::BAD_GATEWAY, "bmc_unreachable")
+            }
             BmcError::Auth { .. } => (StatusCode::BAD_GATEWAY, "bmc_auth"),
             BmcError::Refused { .. } => (StatusCode::BAD_GATEWAY, "bmc_refused"),
             BmcError::Unsupported(_) => (StatusCode::UNPROCESSABLE_ENTITY, "bmc_unsupported"),

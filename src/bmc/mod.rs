@@ -249,6 +249,11 @@ pub enum BmcError {
     /// Timeouts, dropped packets, 5xx, resets: worth retrying.
     #[error("BMC at {address} did not answer: {detail}")]
     Transient { address: String, detail: String },
+    /// Nothing accepts connections at the BMC's address and port (the
+    /// connection was refused for a while): a wrong address or port more
+    /// often than a BMC restarting, so not retried by the conductor.
+    #[error("BMC at {address} refused the connection: {detail}")]
+    Closed { address: String, detail: String },
     /// Wrong user name or password.
     #[error("BMC at {address} refused the credentials of user '{user}'")]
     Auth { address: String, user: String },

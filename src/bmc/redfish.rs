@@ -38,8 +38,10 @@
 //! `PATCH` sends `If-Match` with the resource's ETag (`@odata.etag` or the
 //! `ETag` header) when it has one; a `412` re-reads the resource and tries once
 //! more. Errors are classified for the conductor:
-//! - timeouts, refused or reset connections, `5xx`, `429`: retried here with
-//!   exponential backoff and jitter (honouring `Retry-After`) until
+//! - a connection refused for [`REFUSED_FOR`] (nothing listens at the address
+//!   and port): [`BmcError::Closed`], which the conductor does not retry;
+//! - timeouts, briefly refused or reset connections, `5xx`, `429`: retried
+//!   here with exponential backoff and jitter (honouring `Retry-After`) until
 //!   [`RedfishSettings::retry_deadline`], then [`BmcError::Transient`]; a
 //!   `POST` is repeated only when the BMC cannot have acted on it (no
 //!   connection, `429`, `502`, `503`, `504`);
@@ -139,26 +141,36 @@ impl std::fmt::Debug for RedfishDriver {
     }
 }
 
-/// The scheme, host and port of a target (`address` may start with `http://`
-/// or `https://`; the default is HTTPS).
+/// The scheme, host and port of a target: `address` may be a URL
+/// (`http://` or `https://`, with a port or without; see
+/// [`crate::node::redfish_url`]) or a bare host; the default is HTTPS on 443.
 fn endpoint(target: &BmcTarget) -> Result<(&'static str, String, u16), BmcError> {
     let addr = target
         .address
         .as_deref()
         .ok_or_else(|| BmcError::Unsupported("a Redfish BMC needs an address".into()))?;
-    let (scheme, host) = if let Some(h) = addr.strip_prefix("http://") {
-        ("http", h)
-    } else {
-        ("https", addr.strip_prefix("https://").unwrap_or(addr))
+    let url = crate::node::redfish_url(addr).unwrap_or(crate::node::RedfishUrl {
+        tls: true,
+        host: addr.trim_end_matches('/'),
+        port: None,
+    });
+    let scheme = if url.tls { "https" } else { "http" };
+    let default = if url.tls { DEFAULT_PORT } else { 80 };
+    let written = match url.port {
+        Some(p) => Some(p.parse::<u16>().map_err(|_| {
+            BmcError::Unsupported(format!(
+                "'{p}' in the Redfish address '{addr}' is not a port"
+            ))
+        })?),
+        None => None,
     };
-    let host = host.trim_end_matches('/');
-    let default = if scheme == "http" { 80 } else { DEFAULT_PORT };
-    let host = if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]")
+    let bare = url.host.trim_start_matches('[').trim_end_matches(']');
+    let host = if bare.contains(':') {
+        format!("[{bare}]")
     } else {
-        host.to_string()
+        url.host.to_string()
     };
-    Ok((scheme, host, target.port.unwrap_or(default)))
+    Ok((scheme, host, target.port.or(written).unwrap_or(default)))
 }
 
 impl RedfishDriver {
@@ -257,6 +269,7 @@ impl RedfishDriver {
         let idempotent = method != Method::POST;
         let what = format!("{method} {path}");
         let mut tries = 0u32;
+        let mut refused_since = None;
         loop {
             let mut req = self
                 .http
@@ -306,6 +319,18 @@ impl RedfishDriver {
                         return Err(self.refused(format!(
                             "TLS: {why}; if this BMC has a self-signed certificate, set the node's bmc.verify_tls to false"
                         )));
+                    }
+                    if refused_connection(&e) {
+                        let since = *refused_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= REFUSED_FOR.min(retry_for) {
+                            return Err(BmcError::Closed {
+                                address: self.label.clone(),
+                                detail: format!(
+                                    "{what}: nothing accepts connections there (for {} s); check the node's bmc.address and bmc.port",
+                                    since.elapsed().as_secs()
+                                ),
+                            });
+                        }
                     }
                     let timeout = e.is_timeout();
                     if !(idempotent || e.is_connect()) {
@@ -823,6 +848,26 @@ fn tls_problem(e: &reqwest::Error) -> Option<String> {
 }
 
 /// An error and its sources, as one line.
+/// How long a refused connection is retried within one request before the
+/// BMC is taken as closed ([`BmcError::Closed`]); a BMC that restarts may
+/// refuse connections for a moment.
+const REFUSED_FOR: Duration = Duration::from_secs(3);
+
+/// Whether a request failed because the connection was refused (nothing
+/// listens at the address and port).
+fn refused_connection(e: &reqwest::Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cur {
+        if let Some(io) = c.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        cur = c.source();
+    }
+    false
+}
+
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
@@ -1258,6 +1303,20 @@ mod tests {
         assert_eq!(
             endpoint(&target("https://fe80::1", None)).unwrap(),
             ("https", "[fe80::1]".into(), 443)
+        );
+        // A port in the URL, unless bmc.port says otherwise (validation
+        // refuses the two disagreeing).
+        assert_eq!(
+            endpoint(&target("http://127.0.0.1:8000/", None)).unwrap(),
+            ("http", "127.0.0.1".into(), 8000)
+        );
+        assert_eq!(
+            endpoint(&target("https://[fe80::1]:8443", None)).unwrap(),
+            ("https", "[fe80::1]".into(), 8443)
+        );
+        assert_eq!(
+            RedfishDriver::lock_key(&target("http://bmc-1.example:8000", None)).unwrap(),
+            "bmc-1.example:8000"
         );
         assert_eq!(
             RedfishDriver::lock_key(&target("https://BMC-1.example", None)).unwrap(),

@@ -442,7 +442,7 @@ impl Store {
             self.work_ready.notify_waiters();
         }
         let expired = sqlx::query(
-            "SELECT s.id, s.phase, s.stage, s.created_at FROM steps s JOIN nodes n ON n.id = s.node_id \
+            "SELECT s.id, s.phase, s.stage, s.created_at, s.last_error FROM steps s JOIN nodes n ON n.id = s.node_id \
              WHERE s.status IN ('pending', 'running', 'waiting') AND s.deadline < $1 AND n.maintenance = 0",
         )
         .bind(now)
@@ -460,7 +460,14 @@ impl Store {
                 "start" => "starting (BMC unreachable or busy?)",
                 _ => "finishing",
             };
-            let reason = format!("{phase} timed out after {waited} s while {what}");
+            let last_error: Option<String> = r.try_get("last_error")?;
+            // The deadline is the end, not the cause: keep the last failure.
+            let reason = match last_error {
+                Some(e) => {
+                    format!("{phase} timed out after {waited} s while {what}; last error: {e}")
+                }
+                None => format!("{phase} timed out after {waited} s while {what}"),
+            };
             if self
                 .close_step(id, Guard::Expired(now), Err(reason), None, "conductor")
                 .await?
