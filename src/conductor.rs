@@ -123,7 +123,17 @@ impl Conductor {
                     let span = tracing::info_span!("step", worker = id, step = step.id, node = %rec.node.id, phase = step.phase.as_str(), stage = %step.stage);
                     // Instrumented, never entered across an await: an entered
                     // span's guard would travel with the task between threads.
-                    self.run_step(step, rec).instrument(span).await;
+                    tokio::select! {
+                        _ = self.run_step(step, rec).instrument(span) => {}
+                        // A shut-down does not wait for a BMC command or its
+                        // retries: the step is left as it is, and the start-up
+                        // recovery (SQLite) or a lapsed lease (PostgreSQL)
+                        // runs it again from its stage.
+                        _ = shutdown.wait_for(|s| *s) => {
+                            tracing::info!(worker = id, "step interrupted by the shut-down; it runs again at the next start");
+                            return;
+                        }
+                    }
                     continue;
                 }
                 Ok(None) => {}

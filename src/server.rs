@@ -32,15 +32,30 @@ pub struct Running {
 }
 
 impl Running {
-    /// Stops accepting requests, lets workers finish their stage, and closes the store.
+    /// Stops accepting requests and interrupts running steps (they run again
+    /// from their stage at the next start), waits at most [`SHUTDOWN_GRACE`]
+    /// for the rest, and closes the store.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
-        for t in self.tasks {
-            let _ = t.await;
+        let aborts: Vec<_> = self.tasks.iter().map(|t| t.abort_handle()).collect();
+        let all = futures::future::join_all(self.tasks);
+        if tokio::time::timeout(SHUTDOWN_GRACE, all).await.is_err() {
+            // Connections still open (event streams, slow clients) and any
+            // work still running are cut: what was acknowledged is committed.
+            tracing::info!(
+                grace_s = SHUTDOWN_GRACE.as_secs(),
+                "shut-down grace over; stopping what still runs"
+            );
+            for a in aborts {
+                a.abort();
+            }
         }
         self.store.close().await;
     }
 }
+
+/// How long a shut-down waits for open connections and running work.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// The sockets a server serves on.
 #[derive(Debug)]

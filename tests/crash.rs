@@ -417,3 +417,109 @@ async fn cli_tour_sqlite() {
 async fn cli_tour_postgres() {
     cli_tour(Backend::Postgres).await;
 }
+
+/// A TCP service that accepts connections and never answers (a hung BMC);
+/// it holds them until dropped.
+struct SilentBmc {
+    port: u16,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl SilentBmc {
+    async fn start() -> SilentBmc {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((c, _)) = l.accept().await {
+                held.push(c);
+            }
+        });
+        SilentBmc { port, _task: task }
+    }
+}
+
+/// SIGTERM while a step waits on a BMC that never answers: the process exits
+/// without waiting for the BMC's timeouts and retries (it would take minutes),
+/// and the next start runs the step again. Its log, written to a file, holds
+/// no terminal colour codes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_does_not_wait_for_a_hung_bmc() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!(
+        "sqlite://{}/racklift-data/racklift.db",
+        dir.path().display()
+    );
+    let bmc = SilentBmc::start().await;
+    let env = [("RACKLIFT__LOG__LEVEL", "info")];
+    let mut p = spawn(dir.path(), &db, &env).await;
+    let token = std::fs::read_to_string(dir.path().join("racklift-data/admin.token")).unwrap();
+    let http = reqwest::Client::new();
+    let post = |path: &str, body: Value| {
+        http.post(format!("{}{path}", p.url))
+            .bearer_auth(token.trim())
+            .json(&body)
+            .send()
+    };
+    let r = post(
+        "/v1/nodes",
+        json!({"name": "hung", "bmc": {"driver": "redfish",
+               "address": format!("http://127.0.0.1:{}", bmc.port),
+               "username": "root", "password": "pw"}}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = post("/v1/nodes/hung/actions/manage", json!({}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    // The step is under way: its worker waits on the BMC.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let started = Instant::now();
+    unsafe { libc::kill(p.child.id() as i32, libc::SIGTERM) };
+    let status = loop {
+        if let Some(st) = p.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "racklift still running 30 s after SIGTERM, while the BMC request it waits on has not ended"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    println!("exited {:?} after SIGTERM with {status}", started.elapsed());
+    assert!(status.success(), "{status}");
+    let log = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("server-"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .collect::<String>();
+    assert!(log.contains("shutting down"), "{log}");
+    assert!(!log.contains('\u{1b}'), "colour codes in a log file: {log}");
+
+    // The next start takes the interrupted step up again.
+    drop(p);
+    let p = spawn(dir.path(), &db, &env).await;
+    let r: Value = http
+        .get(format!("{}/v1/nodes/hung/steps", p.url))
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let n: Value = http
+        .get(format!("{}/v1/nodes/hung", p.url))
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(n["state"], "verifying", "{n} {r}");
+}

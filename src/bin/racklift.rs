@@ -8,8 +8,11 @@ use std::process::ExitCode;
 
 fn init_tracing(cfg: &Config) {
     let filter = tracing_subscriber::EnvFilter::new(&cfg.log.level);
+    use std::io::IsTerminal;
+    // Colours only for a person at a terminal, never in a file or a journal.
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if cfg.log.json {
         b.json().init();
