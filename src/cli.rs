@@ -111,10 +111,17 @@ pub enum NodeCmd {
         action: String,
         #[arg(long)]
         reason: Option<String>,
+        #[command(flatten)]
+        wait: Wait,
     },
     /// Power through the node's BMC: on, off (hard), soft-off, reset, cycle,
     /// or status (read now).
-    Power { action: String, id: String },
+    Power {
+        id: String,
+        action: String,
+        #[command(flatten)]
+        wait: Wait,
+    },
     /// Set the next boot device: pxe, disk, cd or uefi-http.
     BootDevice {
         id: String,
@@ -153,6 +160,49 @@ pub enum NodeCmd {
     },
 }
 
+/// `--wait` and `--timeout`, for the commands whose effect comes later.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct Wait {
+    /// Follow the node until the change is done; exit non-zero (with the
+    /// node's last_error) if it fails.
+    #[arg(long)]
+    wait: bool,
+    /// How long --wait waits, e.g. 90s, 30m (default 30m).
+    #[arg(long, value_parser = parse_duration, requires = "wait")]
+    timeout: Option<std::time::Duration>,
+}
+
+impl Wait {
+    fn timeout(&self) -> std::time::Duration {
+        self.timeout
+            .unwrap_or(std::time::Duration::from_secs(30 * 60))
+    }
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    crate::config::parse_duration(s)
+}
+
+/// The power actions, as the CLI writes them.
+const POWER_ACTIONS: [&str; 6] = ["on", "off", "soft-off", "reset", "cycle", "status"];
+/// The boot devices, as the CLI writes them.
+const BOOT_DEVICES: [&str; 4] = ["pxe", "disk", "cd", "uefi-http"];
+
+/// `word` in the CLI's spelling (`-`, also taking `_`) if it is one of
+/// `known`; otherwise an error listing them, with a hint when the node and
+/// the word were given the other way round.
+fn one_of(what: &str, word: &str, known: &[&str], id: &str, usage: &str) -> anyhow::Result<String> {
+    let w = word.to_ascii_lowercase().replace('_', "-");
+    if known.contains(&w.as_str()) {
+        return Ok(w);
+    }
+    let swapped = id.to_ascii_lowercase().replace('_', "-");
+    if known.contains(&swapped.as_str()) {
+        bail!("the node comes first: racklift {usage} {word} {id}");
+    }
+    bail!("unknown {what} '{word}'; one of: {}", known.join(", "))
+}
+
 #[derive(Debug, Subcommand)]
 pub enum BiosCmd {
     /// Current attributes, and those pending for the next boot.
@@ -187,6 +237,50 @@ pub enum RaidCmd {
     },
     /// Delete a volume.
     Delete { id: String, volume: String },
+}
+
+/// Follows a node after an action (`answer` is the action's answer) until it
+/// reaches the action's target state; an error (with `last_error`) when it
+/// settles elsewhere or fails, or when `timeout` passes.
+async fn wait_for_target(
+    c: &Client,
+    id: &str,
+    answer: &Value,
+    timeout: std::time::Duration,
+) -> anyhow::Result<Value> {
+    use crate::state::State;
+    let state_of = |n: &Value| n["state"].as_str().and_then(|s| s.parse::<State>().ok());
+    let want = answer["target"]
+        .as_str()
+        .or(answer["state"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    let until = std::time::Instant::now() + timeout;
+    let path = format!("/v1/nodes/{}", enc(id));
+    let mut n = answer.clone();
+    loop {
+        let state = state_of(&n);
+        if n["state"] == want.as_str() {
+            return Ok(n);
+        }
+        let settled = state.is_some_and(|s| !s.is_transient()) && n["target"].is_null();
+        if state.is_some_and(State::is_failed) || settled {
+            bail!(
+                "{id}: {} (wanted {want}): {}",
+                s(&n["state"]),
+                n["last_error"].as_str().unwrap_or("no error recorded")
+            );
+        }
+        if std::time::Instant::now() > until {
+            bail!(
+                "{id}: still {} after {} s (wanted {want})",
+                s(&n["state"]),
+                timeout.as_secs()
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        n = c.call(reqwest::Method::GET, &path, None).await?;
+    }
 }
 
 /// `NAME=VALUE` pairs as a JSON object (numbers and booleans as such).
@@ -609,15 +703,23 @@ pub async fn run_client(command: Command) -> anyhow::Result<String> {
                         format!("deleted {id}")
                     }
                 }
-                NodeCmd::Action { id, action, reason } => {
+                NodeCmd::Action {
+                    id,
+                    action,
+                    reason,
+                    wait,
+                } => {
                     let body = reason.map(|r| json!({ "reason": r })).unwrap_or(json!({}));
-                    let n = c
+                    let mut n = c
                         .call(
                             Method::POST,
                             &format!("/v1/nodes/{}/actions/{}", enc(&id), enc(&action)),
                             Some(body),
                         )
                         .await?;
+                    if wait.wait {
+                        n = wait_for_target(&c, &id, &n, wait.timeout()).await?;
+                    }
                     if client.json {
                         serde_json::to_string_pretty(&n)?
                     } else {
@@ -629,15 +731,32 @@ pub async fn run_client(command: Command) -> anyhow::Result<String> {
                         )
                     }
                 }
-                NodeCmd::Power { action, id } => {
+                NodeCmd::Power { id, action, wait } => {
+                    let action =
+                        one_of("power action", &action, &POWER_ACTIONS, &id, "node power")?;
                     let path = format!("/v1/nodes/{}/power", enc(&id));
-                    let v = if action == "status" {
+                    let mut v = if action == "status" {
                         c.call(Method::GET, &path, None).await?
                     } else {
                         let a = action.replace('-', "_");
                         c.call(Method::POST, &path, Some(json!({ "action": a })))
                             .await?
                     };
+                    if wait.wait && action != "status" {
+                        let want = if action.ends_with("off") { "off" } else { "on" };
+                        let until = std::time::Instant::now() + wait.timeout();
+                        while v["power_state"] != want {
+                            if std::time::Instant::now() > until {
+                                bail!(
+                                    "{id}: power is still {} after {} s (wanted {want})",
+                                    s(&v["power_state"]),
+                                    wait.timeout().as_secs()
+                                );
+                            }
+                            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                            v = c.call(Method::GET, &path, None).await?;
+                        }
+                    }
                     if client.json {
                         v.to_string()
                     } else {
@@ -651,6 +770,13 @@ pub async fn run_client(command: Command) -> anyhow::Result<String> {
                     legacy,
                     uefi,
                 } => {
+                    let device = one_of(
+                        "boot device",
+                        &device,
+                        &BOOT_DEVICES,
+                        &id,
+                        "node boot-device",
+                    )?;
                     let mut body =
                         json!({"device": device.replace('-', "_"), "persistent": persistent});
                     if legacy {

@@ -299,18 +299,15 @@ async fn cli_tour(backend: Backend) {
         out.contains("enrolled") && out.contains("password_set") && !out.contains("secret\n"),
         "{out}"
     );
-    let (ok, out) = cli(d, &p.url, &["node", "action", "rack1-u01", "manage"]);
-    assert!(ok && out.contains("rack1-u01: verifying"), "{out}");
-    let start = Instant::now();
-    loop {
-        let (_, out) = cli(d, &p.url, &["node", "list", "--state", "manageable"]);
-        if out.contains("rack1-u01") {
-            assert!(out.lines().next().unwrap().starts_with("NAME"), "{out}");
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(20), "{out}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let (ok, out) = cli(
+        d,
+        &p.url,
+        &["node", "action", "rack1-u01", "manage", "--wait"],
+    );
+    assert!(ok && out.contains("rack1-u01: manageable"), "{out}");
+    let (_, out) = cli(d, &p.url, &["node", "list", "--state", "manageable"]);
+    assert!(out.lines().next().unwrap().starts_with("NAME"), "{out}");
+    assert!(out.contains("rack1-u01"), "{out}");
     let (ok, out) = cli(d, &p.url, &["node", "show", "rack1-u01", "--json"]);
     assert!(ok, "{out}");
     let v: Value = serde_json::from_str(&out).unwrap();

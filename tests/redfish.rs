@@ -938,14 +938,44 @@ async fn cli_drives_a_nodes_bmc() {
     let srv = RedfishServer::start(Options::default()).await;
     managed_node(&s, "rf-cli", "52:54:00:31:00:05", &srv).await;
 
-    let (ok, out) = cli(&s, &["power", "status", "rf-cli"]);
+    // Every node subcommand takes the node first.
+    let (ok, out) = cli(&s, &["power", "rf-cli", "status"]);
     assert!(ok && out.trim() == "rf-cli: power off", "{out}");
-    let (ok, out) = cli(&s, &["power", "on", "rf-cli"]);
+    let (ok, out) = cli(&s, &["power", "rf-cli", "on", "--wait", "--timeout", "60s"]);
     assert!(ok && out.trim() == "rf-cli: power on", "{out}");
     assert_eq!(srv.machine().power, "On");
-    let (ok, out) = cli(&s, &["power", "sideways", "rf-cli"]);
+    let (ok, out) = cli(&s, &["power", "rf-cli", "sideways"]);
     assert!(
-        !ok && out.contains("400 Bad Request invalid_field"),
+        !ok && out.contains(
+            "unknown power action 'sideways'; one of: on, off, soft-off, reset, cycle, status"
+        ),
+        "{out}"
+    );
+    let (ok, out) = cli(&s, &["power", "on", "rf-cli"]);
+    assert!(
+        !ok && out.contains("the node comes first: racklift node power rf-cli on"),
+        "{out}"
+    );
+    // --wait follows an action to its end, and fails with the node's error.
+    s.create(json!({"name": "fake-ok", "bmc": {"driver": "fake", "address": "10.7.0.1", "username": "admin", "password": "pw"}}))
+        .await;
+    s.create(json!({"name": "fake-bad", "bmc": {"driver": "fake", "address": "10.7.0.2", "username": "admin", "password": "wrong"}}))
+        .await;
+    let (ok, out) = cli(&s, &["action", "fake-ok", "manage", "--wait"]);
+    assert!(ok && out.contains("fake-ok: manageable"), "{out}");
+    let (ok, out) = cli(
+        &s,
+        &["action", "fake-bad", "manage", "--wait", "--timeout", "60s"],
+    );
+    assert!(
+        !ok && out.contains("fake-bad: enrolled (wanted manageable)")
+            && out.contains("refused the credentials"),
+        "{out}"
+    );
+    // The CLI's own spelling in its errors.
+    let (ok, out) = cli(&s, &["boot-device", "rf-cli", "floppy"]);
+    assert!(
+        !ok && out.contains("one of: pxe, disk, cd, uefi-http"),
         "{out}"
     );
 
