@@ -18,8 +18,12 @@
 #   and a hit is a legitimate 204.
 # - the agent endpoints get no agent token: they are checked for their 401
 #   and 400 answers only.
+# - the stateful phase is left out: it follows links schemathesis infers from
+#   names (it links POST /v1/nodes to GET /v1/profiles/{name}, wrongly) and
+#   stops on its own inference; the other phases cover every operation.
 # Environment: SCHEMATHESIS (path to the binary, default
-# /opt/racklift-schemathesis/bin/schemathesis), MAX_EXAMPLES (default 30).
+# /opt/racklift-schemathesis/bin/schemathesis), MAX_EXAMPLES (default 30:
+# about 3,000 cases; scripts/test.sh runs it with 10, about 1,200).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -59,6 +63,7 @@ rc=0
   --url "$url" \
   -H "Authorization: Bearer $token" \
   --checks not_a_server_error,status_code_conformance \
+  --phases examples,coverage,fuzzing \
   --max-examples "${MAX_EXAMPLES:-30}" \
   --seed 1 \
   --no-color || rc=$?
