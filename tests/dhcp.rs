@@ -563,6 +563,91 @@ async fn decline_quarantines_and_hostile_packets_are_survived() {
     s.finish().await;
 }
 
+/// A full server's answer to a firmware PXE client (EDK2's, asking for
+/// x64 UEFI) is a plain DHCP offer with the boot file, not a BINL offer
+/// (option 60 `PXEClient`) that would send the client to UDP 4011 for it; and
+/// a client that asks on 4011 all the same (one that took a BINL offer) gets
+/// its boot file there, counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn firmware_pxe_gets_a_plain_offer_and_an_answer_on_4011() {
+    if !ready(&[]) {
+        return;
+    }
+    let link = Link::new("10.77.0.1/16");
+    let Some(s) = start(Backend::Sqlite, &link, |c| {
+        serve_dhcp(c, DhcpMode::Server, "rl-s", vec![subnet(true)])
+    })
+    .await
+    else {
+        return;
+    };
+    let c = RawClient::new(&link.cli);
+    let mac = [0x52, 0x54, 0, 0x77, 6, 1];
+    let edk2 = || {
+        vec![
+            DhcpOption::ClassIdentifier(b"PXEClient:Arch:00007:UNDI:003000".to_vec()),
+            DhcpOption::ClientSystemArchitecture(dhcproto::v4::Architecture(7)),
+        ]
+    };
+    let d = RawClient::message(mac, MessageType::Discover, edk2());
+    c.send(&d);
+    let offer = c.reply(d.xid()).expect("an offer");
+    assert_eq!(
+        offer.opts().get(OptionCode::BootfileName),
+        Some(&DhcpOption::BootfileName(b"ipxe.efi".to_vec()))
+    );
+    assert_eq!(offer.siaddr(), SERVER.parse::<Ipv4Addr>().unwrap());
+    assert_eq!(
+        offer.opts().get(OptionCode::ClassIdentifier),
+        None,
+        "a BINL offer would send the firmware to 4011"
+    );
+    let ip = offer.yiaddr();
+    let r = RawClient::message(
+        mac,
+        MessageType::Request,
+        vec![
+            DhcpOption::RequestedIpAddress(ip),
+            DhcpOption::ServerIdentifier(SERVER.parse().unwrap()),
+        ]
+        .into_iter()
+        .chain(edk2())
+        .collect(),
+    );
+    c.send(&r);
+    assert_eq!(c.reply(r.xid()).expect("an ack").yiaddr(), ip);
+
+    link.cli
+        .ip(&["addr", "add", &format!("{ip}/16"), "dev", "rl-c"]);
+    let mut q = RawClient::message(mac, MessageType::Request, edk2());
+    q.set_ciaddr(ip);
+    let mut got = None;
+    for _ in 0..3 {
+        c.send_to(&q, (SERVER.parse::<Ipv4Addr>().unwrap(), 4011).into());
+        got = c
+            .replies(q.xid(), Duration::from_secs(1))
+            .into_iter()
+            .next();
+        if got.is_some() {
+            break;
+        }
+    }
+    let ack = got.expect("an answer on port 4011 in server mode");
+    assert_eq!(ack.opts().msg_type(), Some(MessageType::Ack));
+    assert_eq!(
+        ack.opts().get(OptionCode::BootfileName),
+        Some(&DhcpOption::BootfileName(b"ipxe.efi".to_vec()))
+    );
+    let m = s.metrics().await;
+    assert!(
+        m.lines().any(
+            |l| l.starts_with("racklift_dhcp_boot_service_requests_total ") && !l.ends_with(" 0")
+        ),
+        "{m}"
+    );
+    s.finish().await;
+}
+
 /// The client side of a proxyDHCP test: the PXE DISCOVER gets two offers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_dhcp_beside_dnsmasq() {

@@ -20,7 +20,8 @@ pub struct Iface {
 pub enum Port {
     /// Port 67: DISCOVER, REQUEST, RELEASE, DECLINE, INFORM (or proxyDHCP offers).
     Dhcp,
-    /// Port 4011: proxyDHCP boot-server requests.
+    /// Port 4011: PXE boot-service requests (proxyDHCP, and BINL clients in
+    /// either mode).
     PxeBoot,
 }
 
@@ -105,13 +106,13 @@ pub fn bind(cfg: &crate::config::DhcpConfig) -> io::Result<Vec<DhcpSocket>> {
             iface: iface.clone(),
             port: Port::Dhcp,
         });
-        if cfg.mode == crate::config::DhcpMode::Proxy {
-            out.push(DhcpSocket {
-                socket: bind_on(name, cfg.proxy_port)?,
-                iface,
-                port: Port::PxeBoot,
-            });
-        }
+        // The PXE boot service, in both modes: a client that took a BINL
+        // offer (ours in proxy mode, or another server's) asks here.
+        out.push(DhcpSocket {
+            socket: bind_on(name, cfg.proxy_port)?,
+            iface,
+            port: Port::PxeBoot,
+        });
     }
     Ok(out)
 }

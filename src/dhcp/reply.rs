@@ -173,7 +173,8 @@ pub struct ReplySpec<'a> {
     pub boot: &'a BootAnswer,
     /// The TFTP server (siaddr and option 66).
     pub next_server: Ipv4Addr,
-    /// proxyDHCP: echo `PXEClient` and tell the ROM to take the boot file as is.
+    /// proxyDHCP (and the boot service on 4011): echo `PXEClient` and tell
+    /// the ROM to take the boot file as is.
     pub proxy: bool,
     pub hostname: Option<&'a str>,
     /// Option 56, for a NAK.
@@ -260,7 +261,12 @@ pub fn build(req: &Request, s: &ReplySpec<'_>) -> Message {
         BootAnswer::Unsupported { .. } | BootAnswer::NotNetboot => {}
     }
     let o = m.opts_mut();
-    if pxe && (s.proxy || matches!(s.boot, BootAnswer::Tftp { .. })) {
+    // Option 60 `PXEClient` only in proxyDHCP answers. A full server's offer
+    // with it is a BINL offer to EDK2 (and to the PXE specification): the
+    // client then asks for its boot file again on UDP 4011 instead of taking
+    // the one offered. Without it the offer is plain DHCP with a boot file,
+    // which every PXE client (BIOS ROMs, EDK2, iPXE) boots at once.
+    if pxe && s.proxy {
         o.insert(DhcpOption::ClassIdentifier(b"PXEClient".to_vec()));
     }
     if s.proxy && pxe {
@@ -420,10 +426,8 @@ mod tests {
             o.get(OptionCode::DomainName),
             Some(&DhcpOption::DomainName("lab.example".into()))
         );
-        assert_eq!(
-            o.get(OptionCode::ClassIdentifier),
-            Some(&DhcpOption::ClassIdentifier(b"PXEClient".to_vec()))
-        );
+        // Not a BINL offer: no option 60.
+        assert_eq!(o.get(OptionCode::ClassIdentifier), None);
         assert!(o.get(OptionCode::ClientMachineIdentifier).is_some());
         assert!(o.get(OptionCode::VendorExtensions).is_none());
     }

@@ -384,6 +384,18 @@ impl DhcpServer {
             Outcome::Answer(_) => self.metrics.count("dhcp_answered"),
             Outcome::Silent(why) => self.metrics.count(&format!("dhcp_silent_{why}")),
         }
+        if port == Port::PxeBoot
+            && let Outcome::Silent(why) = &out
+        {
+            // A PXE client waiting here for its boot file gets none: it will
+            // say "No valid offer received" and try something else.
+            self.metrics.count("dhcp_boot_service_unanswered");
+            if *why == "unknown_client" {
+                tracing::debug!(mac = %req.mac, %src, "PXE boot-service request (UDP 4011) from a machine racklift does not serve");
+            } else {
+                tracing::warn!(mac = %req.mac, %src, kind = ?req.kind, why, "PXE boot-service request (UDP 4011) not answered");
+            }
+        }
         self.metrics
             .observe("dhcp_request_duration_seconds", started.elapsed());
         out
@@ -437,9 +449,10 @@ impl DhcpServer {
             (DhcpMode::Proxy, Port::Dhcp) if req.kind == MessageType::Discover => {
                 self.proxy(&ctx, broadcast(self.cfg.port + 1))
             }
-            (DhcpMode::Proxy, Port::PxeBoot)
+            (_, Port::PxeBoot)
                 if matches!(req.kind, MessageType::Request | MessageType::Inform) =>
             {
+                self.metrics.count("dhcp_boot_service_requests");
                 match src {
                     SocketAddr::V4(to) => self.proxy(&ctx, to),
                     SocketAddr::V6(_) => Outcome::Silent("ignored"),
@@ -447,6 +460,7 @@ impl DhcpServer {
             }
             _ => Outcome::Silent("ignored"),
         };
+
         if let (Some(n), Outcome::Answer(a)) = (&ctx.node, &out) {
             let text = describe(req, a, &ctx.boot);
             self.store.log_event(n.id, "dhcp", "dhcp", &text).await?;
