@@ -49,6 +49,8 @@ pub struct Netns {
 impl Netns {
     /// A fresh namespace named `rl<pid>-<n><tag>` with loopback up.
     pub fn new(tag: &str) -> Netns {
+        static SWEPT: std::sync::Once = std::sync::Once::new();
+        SWEPT.call_once(remove_orphans);
         let name = format!(
             "rl{}-{}{tag}",
             std::process::id(),
@@ -79,6 +81,29 @@ impl Netns {
     /// Runs `f` on a thread that joined this namespace.
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
         run_in(&self.name, f)
+    }
+}
+
+/// Deletes the namespaces of test processes that died without dropping them
+/// (killed by a timeout or SIGKILL): `rl<pid>-...` whose process is gone.
+fn remove_orphans() {
+    let Ok(o) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&o.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or_default();
+        let pid = name
+            .strip_prefix("rl")
+            .and_then(|r| r.split_once('-'))
+            .and_then(|(p, _)| p.parse::<u32>().ok());
+        if let Some(pid) = pid
+            && pid != std::process::id()
+            && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        {
+            drop(Netns {
+                name: name.to_string(),
+            });
+        }
     }
 }
 
