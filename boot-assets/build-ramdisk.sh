@@ -42,7 +42,13 @@ if [ -z "$agent" ]; then
   (cd "$repo" && cargo rustc --locked --quiet --bin racklift-agent -- -C target-feature=+crt-static)
   agent="${CARGO_TARGET_DIR:-$repo/target}/debug/racklift-agent"
 fi
-if readelf -d "$agent" 2>/dev/null | grep -q NEEDED; then
+# Packed from a copy taken now: a later ordinary build of the same target
+# directory replaces the binary with a dynamically linked one.
+agent_copy=$(mktemp)
+trap 'rm -f "$agent_copy"' EXIT
+cp "$agent" "$agent_copy"
+agent=$agent_copy
+if readelf -d "$agent" 2>/dev/null | grep -q NEEDED || readelf -l "$agent" 2>/dev/null | grep -q INTERP; then
   echo "ramdisk: $agent is dynamically linked; it must be static" >&2
   exit 1
 fi
@@ -71,7 +77,7 @@ if [ -f "$out/.stamp" ] && [ "$(cat "$out/.stamp")" = "$stamp" ] && [ -f "$out/i
 fi
 
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+trap 'rm -rf "$work" "$agent_copy"' EXIT
 dpkg-deb -x "$kdeb" "$work/k"
 dpkg-deb -x "$bdeb" "$work/b"
 kver=$(ls "$work/k/lib/modules" | head -n1)

@@ -1,32 +1,42 @@
 //! iPXE boot scripts: what a machine that asks `GET /boot.ipxe?mac=...` is told
 //! to boot, decided by a pure function from what racklift knows of that MAC.
 //!
-//! - a node inspecting, cleaning or deploying → the racklift ramdisk, with the
-//!   API URL and a per-boot agent token on the kernel command line;
+//! - a node whose step waits for the ramdisk (inspecting, cleaning,
+//!   deploying) → the racklift ramdisk, with the API URL and this boot's
+//!   agent token on the kernel command line;
 //! - active or in service → boot the local disk;
 //! - unknown while discovery is on → the ramdisk with a discovery token (its
 //!   inventory enrols the machine);
-//! - in maintenance, unknown, or with no work for the network → a message on the
-//!   console and a retry loop (the machine never falls through to a random disk).
+//! - anything else (unknown, in maintenance, no step, a boot whose token its
+//!   agent has used already) → a message on the console and a retry loop (the
+//!   machine never falls through to a random disk).
+//!
+//! The script is the answer to anybody on the boot network, so it says
+//! nothing of a node beyond what booting needs: the node's name and state
+//! appear only in the ramdisk script of a node with a step under way; why
+//! there is nothing to boot is in the node's events, not on the wire.
 
 use crate::node::MacAddr;
 use crate::state::State;
 
-/// What the boot endpoint knows of the asking machine.
+/// What the boot endpoint decided for the asking machine.
 #[derive(Debug, Clone)]
 pub enum BootView {
-    /// No node has this MAC and discovery is off.
-    Unknown,
-    /// No node has this MAC; discovery is on and minted this token.
+    /// Nothing to boot from the network now (the reason is not told).
+    Nothing,
+    /// An installed node: its local disk.
+    LocalDisk,
+    /// No node has this MAC; discovery is on and hands out this token.
     Discover { token: String },
-    /// A known node.
-    Node {
+    /// A node's step waits for the ramdisk: this boot's token.
+    Ramdisk {
         name: String,
         state: State,
-        maintenance: bool,
-        /// A token for this boot, when the node's step waits for the ramdisk.
-        token: Option<String>,
+        token: String,
     },
+    /// This boot's token was handed out and its agent has used it: it is not
+    /// handed out again (racklift's next boot of the machine brings a new one).
+    TokenUsed,
 }
 
 /// Where the ramdisk is and what it is told.
@@ -66,22 +76,18 @@ fn ramdisk(who: &str, token: &str, mac: MacAddr, p: &RamdiskParams<'_>) -> Strin
 /// The iPXE script for `mac`.
 pub fn script(view: &BootView, mac: MacAddr, p: &RamdiskParams<'_>) -> String {
     match view {
-        BootView::Unknown => retry(
-            &format!("{mac} is not enrolled and discovery is off; enrol it with POST /v1/nodes"),
+        BootView::Nothing => retry(
+            &format!("nothing to boot from the network for {mac} now"),
             mac,
             p.api_url,
         ),
-        BootView::Node {
-            name,
-            maintenance: true,
-            ..
-        } => retry(&format!("node {name} is in maintenance"), mac, p.api_url),
-        BootView::Node {
-            name,
-            state: State::Active | State::InService | State::Configuring | State::ConfigureFailed,
-            ..
-        } => format!(
-            "#!ipxe\necho racklift: node {name} boots from its local disk\nsanboot --no-describe --drive 0x80 || exit\n"
+        BootView::LocalDisk => format!(
+            "#!ipxe\necho racklift: {mac} boots from its local disk\nsanboot --no-describe --drive 0x80 || exit\n"
+        ),
+        BootView::TokenUsed => retry(
+            "this boot's agent has started already: its ramdisk is not handed out again until racklift boots this machine again",
+            mac,
+            p.api_url,
         ),
         BootView::Discover { token } => ramdisk(
             &format!("{mac} is not enrolled: it boots the racklift ramdisk to be discovered"),
@@ -89,26 +95,11 @@ pub fn script(view: &BootView, mac: MacAddr, p: &RamdiskParams<'_>) -> String {
             mac,
             p,
         ),
-        BootView::Node {
-            name,
-            state,
-            token: Some(token),
-            ..
-        } => ramdisk(
+        BootView::Ramdisk { name, state, token } => ramdisk(
             &format!("node {name} ({state}) boots the racklift ramdisk"),
             token,
             mac,
             p,
-        ),
-        BootView::Node {
-            name,
-            state,
-            token: None,
-            ..
-        } => retry(
-            &format!("node {name} is {state}: nothing to boot from the network"),
-            mac,
-            p.api_url,
         ),
     }
 }
@@ -128,18 +119,17 @@ mod tests {
         "52:54:00:00:00:01".parse().unwrap()
     }
 
-    fn node(state: State, maintenance: bool, token: Option<&str>) -> BootView {
-        BootView::Node {
+    fn ramdisk_view(token: &str) -> BootView {
+        BootView::Ramdisk {
             name: "n1".into(),
-            state,
-            maintenance,
-            token: token.map(str::to_string),
+            state: State::Inspecting,
+            token: token.into(),
         }
     }
 
     #[test]
     fn ramdisk_carries_api_and_token() {
-        let s = script(&node(State::Inspecting, false, Some("rla_x")), mac(), &P);
+        let s = script(&ramdisk_view("rla_x"), mac(), &P);
         assert!(s.starts_with("#!ipxe\n"));
         assert!(s.contains("kernel http://10.0.0.1:8080/assets/ramdisk/vmlinuz initrd=initrd.img racklift.api=http://10.0.0.1:8080 racklift.token=rla_x BOOTIF=01-52-54-00-00-00-01 console=ttyS0"), "{s}");
         assert!(
@@ -149,18 +139,23 @@ mod tests {
 
     #[test]
     fn installed_nodes_boot_their_disk_and_others_wait() {
-        assert!(script(&node(State::Active, false, None), mac(), &P).contains("sanboot"));
-        assert!(script(&node(State::InService, false, None), mac(), &P).contains("sanboot"));
-        let m = script(&node(State::Inspecting, true, Some("t")), mac(), &P);
+        let disk = script(&BootView::LocalDisk, mac(), &P);
         assert!(
-            m.contains("maintenance")
-                && m.contains(
-                    "chain --replace http://10.0.0.1:8080/boot.ipxe?mac=52:54:00:00:00:01"
-                ),
-            "{m}"
+            disk.contains("sanboot") && !disk.contains("kernel"),
+            "{disk}"
         );
-        let u = script(&BootView::Unknown, mac(), &P);
-        assert!(u.contains("not enrolled") && u.contains("sleep 30"), "{u}");
+        for view in [BootView::Nothing, BootView::TokenUsed] {
+            let s = script(&view, mac(), &P);
+            assert!(
+                s.contains("sleep 30")
+                    && s.contains(
+                        "chain --replace http://10.0.0.1:8080/boot.ipxe?mac=52:54:00:00:00:01"
+                    )
+                    && !s.contains("kernel")
+                    && !s.contains("token"),
+                "{s}"
+            );
+        }
         let d = script(
             &BootView::Discover {
                 token: "rld_x".into(),
@@ -172,11 +167,6 @@ mod tests {
             d.contains("not enrolled: it boots the racklift ramdisk to be discovered")
                 && d.contains("racklift.token=rld_x"),
             "{d}"
-        );
-        let idle = script(&node(State::Manageable, false, None), mac(), &P);
-        assert!(
-            idle.contains("nothing to boot") && !idle.contains("kernel"),
-            "{idle}"
         );
     }
 }

@@ -369,8 +369,19 @@ impl Conductor {
         }
     }
 
-    /// Boots the machine from the network once (inspection, cleaning, deployment).
-    async fn netboot(&self, d: &dyn BmcDriver, rec: &NodeRecord) -> Result<(), BmcError> {
+    /// Boots the machine from the network once (inspection, cleaning,
+    /// deployment). The boot is new: its agent gets a token of its own.
+    async fn netboot(
+        &self,
+        d: &dyn BmcDriver,
+        rec: &NodeRecord,
+        step: &Step,
+    ) -> Result<(), BmcError> {
+        if let Err(e) = self.store.new_agent_boot(step.id).await {
+            // The earlier boot's token stays: a used one is not handed out
+            // again, so this boot waits for the ramdisk until the deadline.
+            tracing::warn!(error = %e, "forgetting the previous boot's agent token failed");
+        }
         if d.is_manual() {
             self.note(
                 rec,
@@ -443,11 +454,11 @@ impl Conductor {
                 if !settings.is_empty() {
                     self.apply_profile_settings(d, rec, &settings).await?;
                 }
-                self.netboot(d, rec).await?;
+                self.netboot(d, rec, step).await?;
                 StageResult::Wait
             }
             (Phase::Inspect | Phase::Deploy, "start") => {
-                self.netboot(d, rec).await?;
+                self.netboot(d, rec, step).await?;
                 StageResult::Wait
             }
             (Phase::Inspect | Phase::Clean, _) => {

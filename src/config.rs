@@ -97,6 +97,7 @@ struct Wire {
 struct WireDiscovery {
     enabled: Option<bool>,
     token_ttl: Option<HumanDuration>,
+    max_per_minute: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -253,6 +254,9 @@ pub struct DiscoveryConfig {
     pub enabled: bool,
     /// How long a discovery token stays valid (one enrolment each).
     pub token_ttl: Duration,
+    /// The most machines discovery enrols in any minute; more are answered
+    /// 429 with Retry-After (the agent waits and asks again).
+    pub max_per_minute: u32,
 }
 
 impl Config {
@@ -683,6 +687,16 @@ fn validate(w: Wire) -> Result<Config, ConfigError> {
                 .token_ttl
                 .map(|h| h.0)
                 .unwrap_or(Duration::from_secs(3600)),
+            max_per_minute: match w.discovery.max_per_minute {
+                Some(0) => {
+                    return Err(invalid(
+                        "discovery.max_per_minute",
+                        "must be at least 1 (turn discovery off with enabled = false)",
+                    ));
+                }
+                Some(n) => n,
+                None => 120,
+            },
         },
         tftp,
         log: LogConfig { level, json },

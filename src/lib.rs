@@ -13,6 +13,7 @@ pub mod conductor;
 pub mod config;
 pub mod dhcp;
 pub mod http_front;
+pub mod log_limit;
 pub mod metrics;
 pub mod node;
 pub mod power_sync;

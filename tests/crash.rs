@@ -325,16 +325,22 @@ async fn cli_tour(backend: Backend) {
     let inv = racklift::agent::collect::inventory(&racklift::agent::Root::new(fixture), None);
     let http = reqwest::Client::new();
     let start = Instant::now();
+    // The boot script hands this boot's token out until the agent first uses
+    // it: like the agent, keep the first one and retry with it.
+    let mut token = None;
     loop {
-        let script = http
-            .get(format!("{}/boot.ipxe?mac=52:54:00:33:00:01", p.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if let Some(token) = common::script_token(&script) {
+        if token.is_none() {
+            let script = http
+                .get(format!("{}/boot.ipxe?mac=52:54:00:33:00:01", p.url))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            token = common::script_token(&script);
+        }
+        if let Some(token) = &token {
             let r = http
                 .post(format!("{}/v1/agent/inventory", p.url))
                 .bearer_auth(token)
@@ -346,7 +352,10 @@ async fn cli_tour(backend: Backend) {
                 break;
             }
         }
-        assert!(start.elapsed() < Duration::from_secs(20), "{script}");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "token: {token:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     loop {

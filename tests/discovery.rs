@@ -59,7 +59,7 @@ async fn discovery_token(s: &TestServer, mac: &str) -> String {
 async fn unknown_machines_wait_while_discovery_is_off(s: &TestServer) {
     let script = s.boot_script(SERVER_MAC).await;
     assert!(
-        script.contains("not enrolled and discovery is off") && !script.contains("kernel"),
+        script.contains("nothing to boot from the network") && !script.contains("kernel"),
         "{script}"
     );
 }
@@ -124,12 +124,18 @@ async fn a_discovered_machine_enrols_itself(s: &TestServer) {
         v["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("already used to enrol node"),
+            .contains("already used to enrol its machine"),
         "{v}"
     );
-    // The machine is known now: its next boot is no discovery.
+    // The machine is known now: its next boot is no discovery, and the
+    // script names nothing of the node (it has no step).
     let script = s.boot_script(SERVER_MAC).await;
-    assert!(script.contains("node 4n4zq42 is enrolled"), "{script}");
+    assert!(
+        script.contains("nothing to boot from the network")
+            && !script.contains("4n4zq42")
+            && !script.contains("enrolled"),
+        "{script}"
+    );
 }
 on_both_backends!(
     a_discovered_machine_enrols_itself,
@@ -203,8 +209,8 @@ async fn bad_inventories_and_tokens_are_refused_clearly(s: &TestServer) {
         .await;
     assert_eq!(st, 202, "{v}");
 
-    // Forged tokens of either kind, and a token from a boot script that was
-    // superseded by a later boot of the same machine.
+    // Forged tokens of either kind; a boot script fetched again hands out the
+    // same token until the machine first uses it, and none after that.
     for forged in ["rld_forged", "rla_forged"] {
         let (st, v) = s.agent(forged, "/v1/agent/heartbeat", json!({})).await;
         assert_eq!(st, 401, "{v}");
@@ -216,9 +222,15 @@ async fn bad_inventories_and_tokens_are_refused_clearly(s: &TestServer) {
         );
     }
     let first = discovery_token(s, SERVER_MAC).await;
-    let _second = discovery_token(s, SERVER_MAC).await;
+    let second = discovery_token(s, SERVER_MAC).await;
+    assert_eq!(first, second, "the same boot gets the same token");
     let (st, _) = s.agent(&first, "/v1/agent/heartbeat", json!({})).await;
-    assert_eq!(st, 401, "an earlier boot's unused token is dropped");
+    assert_eq!(st, 200);
+    let script = s.boot_script(SERVER_MAC).await;
+    assert!(
+        common::script_token(&script).is_none() && script.contains("started already"),
+        "a used token is not handed out again: {script}"
+    );
     assert!(s.metrics().await.contains("agent_token_refused"));
 }
 on_both_backends!(bad_inventories_and_tokens_are_refused_clearly, |c| c

@@ -471,13 +471,25 @@ async fn maintenance_pauses_automatic_work(s: &TestServer) {
     s.wait_state("mnt-1", "manageable").await;
     act_ok(s, "mnt-1", "inspect").await;
     s.boot_token(mac).await;
-    // In maintenance while inspecting: the timeout is paused, the boot script says so.
+    // In maintenance while inspecting: the timeout is paused; the boot script
+    // offers nothing (and says nothing of the node), its event says why.
     s.post(
         "/v1/nodes/mnt-1/actions/maintenance_on",
         json!({"reason": "hands on"}),
     )
     .await;
-    assert!(s.boot_script(mac).await.contains("maintenance"));
+    let script = s.boot_script(mac).await;
+    assert!(
+        !script.contains("kernel") && !script.contains("mnt-1") && !script.contains("maintenance"),
+        "{script}"
+    );
+    assert!(
+        s.events("mnt-1").await.iter().any(|e| e["kind"] == "boot"
+            && e["reason"]
+                .as_str()
+                .is_some_and(|r| r.ends_with("nothing: the node is in maintenance"))),
+        "the fetch in maintenance is an event saying why"
+    );
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(
         s.node("mnt-1").await["state"],

@@ -150,6 +150,11 @@ impl Client {
     pub fn say(&mut self, line: impl Into<String>) {
         let line = line.into();
         eprintln!("racklift-agent: {line}");
+        // The server refuses longer lines; the console has the whole one.
+        let line: String = line
+            .chars()
+            .take(crate::node::limits::AGENT_LOG_LINE)
+            .collect();
         if self.pending.len() >= MAX_PENDING {
             self.pending.remove(0);
         }
@@ -220,7 +225,7 @@ impl Client {
         if self.pending.is_empty() {
             return;
         }
-        let n = self.pending.len().min(200);
+        let n = self.pending.len().min(crate::node::limits::AGENT_LOG_LINES);
         let body = serde_json::json!({ "lines": &self.pending[..n] });
         if let Reply::Ok(_) = self.send("/v1/agent/log", &body) {
             self.pending.drain(..n);

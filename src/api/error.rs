@@ -49,6 +49,8 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub extra: Option<serde_json::Value>,
+    /// Seconds the client should wait before asking again (`Retry-After`).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -58,6 +60,14 @@ impl ApiError {
             code,
             message: message.into(),
             extra: None,
+            retry_after: None,
+        }
+    }
+    /// Too many requests: ask again in `secs` seconds.
+    pub fn too_many(message: impl Into<String>, secs: u64) -> Self {
+        ApiError {
+            retry_after: Some(secs.max(1)),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
         }
     }
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -72,6 +82,9 @@ impl ApiError {
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
+    pub fn forbidden_code(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, code, message)
+    }
     pub fn unavailable(message: &str) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }
@@ -85,7 +98,12 @@ impl IntoResponse for ApiError {
         {
             obj.extend(e.clone());
         }
-        (self.status, axum::Json(json!({ "error": err }))).into_response()
+        let mut resp = (self.status, axum::Json(json!({ "error": err }))).into_response();
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        resp
     }
 }
 
@@ -96,6 +114,7 @@ impl From<FieldError> for ApiError {
             code: "invalid_field",
             message: f.to_string(),
             extra: Some(json!({"field": f.field})),
+            retry_after: None,
         }
     }
 }
@@ -130,6 +149,7 @@ impl From<StoreError> for ApiError {
                         "'{action}' is not allowed in state '{state}'; allowed: {list}"
                     ),
                     extra: Some(json!({"state": state, "allowed_actions": allowed})),
+                    retry_after: None,
                 }
             }
             StoreError::Maintenance { reason } => ApiError::new(

@@ -23,22 +23,65 @@ pub(super) fn actor(headers: &HeaderMap) -> String {
         .unwrap_or_else(|| "api".to_string())
 }
 
+/// An enrolled node, and what its enrolment changed elsewhere.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct Enrolled {
+    #[serde(flatten)]
+    node: Node,
+    /// MACs this enrolment took from nodes that discovery enrolled and nobody
+    /// has managed yet (also in both nodes' events); absent when none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    notes: Vec<String>,
+}
+
+/// Takes the MACs an operator's node names from discovered nodes nobody has
+/// managed yet; returns what was taken.
+async fn take_from_discovered(
+    app: &AppState,
+    macs: &[crate::node::MacAddr],
+    name: &str,
+    node: Option<uuid::Uuid>,
+    actor: &str,
+) -> Result<Vec<String>, ApiError> {
+    let notes = app
+        .store
+        .take_discovered_macs(macs, name, node, actor)
+        .await?;
+    if !notes.is_empty() {
+        app.metrics.count("discovered_macs_taken");
+    }
+    Ok(notes)
+}
+
+/// Records on the operator's node what its change took from discovered nodes.
+async fn note_taken(app: &AppState, node: uuid::Uuid, notes: &[String], actor: &str) {
+    for n in notes {
+        if let Err(e) = app.store.log_event(node, "updated", actor, n).await {
+            tracing::warn!(error = %e, "recording a taken MAC failed");
+        }
+    }
+}
+
 #[utoipa::path(post, path = "/v1/nodes", request_body = NewNode,
-    responses((status = 201, body = Node),
+    responses((status = 201, body = Enrolled),
         (status = 400, body = ErrorBody, description = "Invalid body: malformed_json, invalid_body, or invalid_field naming the field (and its limit: at most 64 MACs, names of 63 characters ...)"),
-        (status = 409, body = ErrorBody, description = "Another node has the name (duplicate_name) or a MAC (duplicate_mac)")),
+        (status = 409, body = ErrorBody, description = "Another node has the name (duplicate_name) or a MAC (duplicate_mac); a MAC held by a discovered node nobody has managed is taken from it instead (notes)")),
     security(("bearer" = [])))]
 pub(super) async fn create(
     State(app): State<AppState>,
     headers: HeaderMap,
     ApiJson(new): ApiJson<NewNode>,
 ) -> Result<Response, ApiError> {
-    let node = app.store.create_node(&new, &actor(&headers)).await?;
+    let who = actor(&headers);
+    let (name, macs) = new.validate()?;
+    let notes = take_from_discovered(&app, &macs, &name, None, &who).await?;
+    let node = app.store.create_node(&new, &who).await?;
+    note_taken(&app, node.id, &notes, &who).await;
     let location = format!("/v1/nodes/{}", node.id);
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, location)],
-        Json(node),
+        Json(Enrolled { node, notes }),
     )
         .into_response())
 }
@@ -182,7 +225,7 @@ fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
 #[utoipa::path(patch, path = "/v1/nodes/{id}", request_body = NodePatch, params(("id" = String, Path, description = "UUID or name")),
     responses((status = 200, body = Node),
         (status = 400, body = ErrorBody, description = "Invalid body or If-Match header: malformed_json, invalid_body, invalid_header, or invalid_field naming the field and its limit"),
-        (status = 409, body = ErrorBody, description = "Generation mismatch (conflict), or another node has the name or a MAC (duplicate_name, duplicate_mac)")),
+        (status = 409, body = ErrorBody, description = "Generation mismatch (conflict), or another node has the name or a MAC (duplicate_name, duplicate_mac); a MAC held by a discovered node nobody has managed is taken from it instead (in both nodes' events)")),
     security(("bearer" = [])))]
 pub(super) async fn update(
     State(app): State<AppState>,
@@ -193,9 +236,19 @@ pub(super) async fn update(
     if let Some(g) = if_match(&headers)? {
         patch.generation = Some(g);
     }
-    Ok(Json(
-        app.store.update_node(&id, &patch, &actor(&headers)).await?,
-    ))
+    let who = actor(&headers);
+    let mut wanted: Vec<crate::node::MacAddr> = patch.macs.clone().unwrap_or_default();
+    wanted.extend(patch.boot_mac.flatten());
+    let mut notes = Vec::new();
+    if !wanted.is_empty() {
+        patch.check()?;
+        let cur = app.store.get_node(&id).await?;
+        let name = patch.name.clone().unwrap_or(cur.name);
+        notes = take_from_discovered(&app, &wanted, &name, Some(cur.id), &who).await?;
+    }
+    let node = app.store.update_node(&id, &patch, &who).await?;
+    note_taken(&app, node.id, &notes, &who).await;
+    Ok(Json(node))
 }
 
 #[utoipa::path(delete, path = "/v1/nodes/{id}", params(("id" = String, Path, description = "UUID or name")),

@@ -92,6 +92,7 @@ pub(super) async fn reload(
                 code: "invalid_profile",
                 message: format!("{e}; the previous profiles stay in force"),
                 extra: Some(json!({"file": e.file, "line": e.line})),
+                retry_after: None,
             })
         }
     }

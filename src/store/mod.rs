@@ -15,6 +15,7 @@
 //! - a node's state changes only through [`crate::state::transition`];
 //! - a node has at most one active step (a partial unique index enforces it).
 
+pub mod discovered;
 mod enrol;
 pub mod health;
 pub mod leases;
@@ -23,7 +24,7 @@ mod steps;
 pub mod tokens;
 
 pub use steps::{Phase, Step, StepOutcome};
-pub use tokens::{AgentAuth, AgentTokenError, ApiToken, DiscoveryAuth, Role};
+pub use tokens::{AgentAuth, AgentTokenError, ApiToken, DiscoveryAuth, Handout, Role};
 
 use crate::config::PhaseTimeouts;
 use crate::node::{
@@ -101,6 +102,11 @@ pub struct EventRow {
     /// Milliseconds since the Unix epoch.
     pub at_ms: i64,
     pub at: String,
+    /// How many times it happened (repeats of the same event, such as a
+    /// machine asking for its boot script again, are counted here).
+    pub repeats: i64,
+    /// When it last happened, if more than once.
+    pub last_at: Option<String>,
 }
 
 /// Filters of `GET /v1/nodes`.
@@ -333,9 +339,12 @@ impl Store {
                 .await?;
             (Backend::Sqlite, read, write)
         } else {
+            // A connection is waited for at most 10 s: when the server is
+            // down, sqlx retries the connection until then, and a write
+            // answers 503 after that wait rather than after half a minute.
             let pool = AnyPoolOptions::new()
                 .max_connections(max_connections)
-                .acquire_timeout(Duration::from_secs(30))
+                .acquire_timeout(Duration::from_secs(10))
                 .after_release(release_clean)
                 .connect(url)
                 .await?;
@@ -1123,6 +1132,36 @@ impl Store {
         Ok(())
     }
 
+    /// Like [`Store::log_event`], but when the node's newest event is this
+    /// same one (kind, actor and text), it is counted there instead of
+    /// written again: a machine that asks every 30 s adds one row, not one
+    /// per request. A counted repeat is not streamed again.
+    pub async fn log_event_coalesced(
+        &self,
+        node_id: Uuid,
+        kind: &str,
+        actor: &str,
+        text: &str,
+    ) -> Result<()> {
+        let now = now_ms();
+        let res = sqlx::query(
+            "UPDATE events SET repeats = repeats + 1, last_at = $1 WHERE id = \
+             (SELECT MAX(id) FROM events WHERE node_id = $2) \
+             AND kind = $3 AND actor = $4 AND reason = $5",
+        )
+        .bind(now)
+        .bind(node_id.to_string())
+        .bind(kind.to_string())
+        .bind(actor.to_string())
+        .bind(text.to_string())
+        .execute(&self.write)
+        .await?;
+        if res.rows_affected() == 1 {
+            return Ok(());
+        }
+        self.log_event(node_id, kind, actor, text).await
+    }
+
     // ---------------------------------------------------------------- events
 
     /// A node's events, oldest first, after event id `after`.
@@ -1133,7 +1172,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<EventRow>> {
         let rows = sqlx::query(
-            "SELECT id, node_id, kind, from_state, to_state, action, actor, reason, at FROM events \
+            "SELECT id, node_id, kind, from_state, to_state, action, actor, reason, at, repeats, last_at FROM events \
              WHERE node_id = $1 AND id > $2 ORDER BY id LIMIT $3",
         )
         .bind(node_id.to_string())
@@ -1147,7 +1186,7 @@ impl Store {
     /// All events after id `after`, oldest first.
     pub async fn events_after(&self, after: i64, limit: i64) -> Result<Vec<EventRow>> {
         let rows = sqlx::query(
-            "SELECT id, node_id, kind, from_state, to_state, action, actor, reason, at FROM events \
+            "SELECT id, node_id, kind, from_state, to_state, action, actor, reason, at, repeats, last_at FROM events \
              WHERE id > $1 ORDER BY id LIMIT $2",
         )
         .bind(after)
@@ -1484,5 +1523,7 @@ fn event_from_row(r: &sqlx::any::AnyRow) -> Result<EventRow> {
         reason: r.try_get("reason")?,
         at_ms: at,
         at: rfc3339(at),
+        repeats: r.try_get("repeats")?,
+        last_at: r.try_get::<Option<i64>, _>("last_at")?.map(rfc3339),
     })
 }

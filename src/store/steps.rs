@@ -57,7 +57,7 @@ impl Phase {
         }
     }
 
-    fn parse(s: &str) -> Result<Phase> {
+    pub(super) fn parse(s: &str) -> Result<Phase> {
         Ok(match s {
             "verify" => Phase::Verify,
             "inspect" => Phase::Inspect,

@@ -1,5 +1,11 @@
-//! Tokens: operator API tokens (admin or read-only) and per-boot agent tokens.
-//! Only SHA-256 hashes are stored; a token's text is shown once, when made.
+//! Tokens: operator API tokens (admin or read-only), agent tokens (one per
+//! step's boot) and discovery tokens (one per unknown machine's boot).
+//!
+//! Only SHA-256 hashes identify a token. An operator token's text is shown
+//! once, when made. An agent or discovery token's text is kept sealed (see
+//! [`crate::secrets`]) only until its agent first uses it, so that re-fetches
+//! of the boot script during the same boot get the same token and no fetch
+//! after that first use gets it at all.
 
 use super::{Result, Store, StoreError, now_ms};
 use crate::secrets::{hash_token, new_token, write_private};
@@ -54,8 +60,8 @@ pub enum AgentTokenError {
     Expired,
     #[error("agent token belongs to a boot that has ended")]
     Ended,
-    #[error("discovery token was already used to enrol node '{0}'")]
-    Used(String),
+    #[error("discovery token was already used to enrol its machine")]
+    Used,
 }
 
 /// Who a discovery token speaks for: a machine no node had when it booted.
@@ -71,11 +77,22 @@ pub struct DiscoveryAuth {
 /// The prefix of discovery tokens (boot tokens start with `rla_`).
 pub const DISCOVERY_PREFIX: &str = "rld_";
 
+/// What a boot script may hand out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handout {
+    /// This token (the same until the agent first uses it).
+    Token(String),
+    /// This boot's token was used already: it is never handed out again.
+    Used,
+}
+
 /// Who an agent token speaks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AgentAuth {
     pub node_id: Uuid,
     pub step_id: i64,
+    /// The step's phase: what the token may report.
+    pub phase: super::Phase,
     /// Whether the step still waits for the agent's report.
     pub waiting: bool,
     /// Whether the step has its report and is finishing (powering off).
@@ -178,39 +195,95 @@ impl Store {
         Ok(Some(file.to_path_buf()))
     }
 
-    /// Mints a token for one boot of a node (the step under way), valid for `ttl`.
-    pub async fn mint_agent_token(
+    /// The agent token of a step's current boot, for its boot script: the
+    /// same token on every fetch until the agent first uses it
+    /// ([`Handout::Used`] after that), a new one when there is none or the
+    /// unused one expired. Valid for `ttl`.
+    pub async fn hand_out_agent_token(
         &self,
         node_id: Uuid,
         step_id: i64,
         ttl: Duration,
-    ) -> Result<String> {
+    ) -> Result<Handout> {
+        if let Some(h) = self.agent_token_handout(step_id).await? {
+            return Ok(h);
+        }
         let text = new_token("rla_");
         let now = now_ms();
         sqlx::query(
-            "INSERT INTO agent_tokens (hash, node_id, step_id, expires_at, created_at) VALUES ($1, $2, $3, $4, $5)",
+            "DELETE FROM agent_tokens WHERE step_id = $1 AND used_at IS NULL AND expires_at < $2",
         )
-        .bind(hash_token(&text))
-        .bind(node_id.to_string())
         .bind(step_id)
+        .bind(now)
+        .execute(&self.write)
+        .await?;
+        // Two fetches at once: one insert wins, both hand out its token.
+        sqlx::query(
+            "INSERT INTO agent_tokens (step_id, node_id, hash, sealed, expires_at, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (step_id) DO NOTHING",
+        )
+        .bind(step_id)
+        .bind(node_id.to_string())
+        .bind(hash_token(&text))
+        .bind(self.secrets.seal(&text))
         .bind(now + ttl.as_millis() as i64)
         .bind(now)
         .execute(&self.write)
         .await?;
-        Ok(text)
+        self.agent_token_handout(step_id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("step {step_id}: agent token not kept")))
+    }
+
+    /// The step's token as the boot script may hand it out; None when there is
+    /// none to hand out (none yet, or unused and expired).
+    async fn agent_token_handout(&self, step_id: i64) -> Result<Option<Handout>> {
+        let row =
+            sqlx::query("SELECT sealed, used_at, expires_at FROM agent_tokens WHERE step_id = $1")
+                .bind(step_id)
+                .fetch_optional(&self.write)
+                .await?;
+        let Some(r) = row else { return Ok(None) };
+        if r.try_get::<Option<i64>, _>("used_at")?.is_some() {
+            return Ok(Some(Handout::Used));
+        }
+        if r.try_get::<i64, _>("expires_at")? < now_ms() {
+            return Ok(None);
+        }
+        match r.try_get::<Option<String>, _>("sealed")? {
+            Some(sealed) => {
+                let text = self.secrets.open(&sealed).map_err(|e| {
+                    StoreError::Corrupt(format!("agent token of step {step_id}: {e}"))
+                })?;
+                Ok(Some(Handout::Token(text)))
+            }
+            None => Ok(Some(Handout::Used)),
+        }
+    }
+
+    /// Forgets a step's agent token: racklift is booting the machine again for
+    /// the step, and that boot gets a token of its own.
+    pub async fn new_agent_boot(&self, step_id: i64) -> Result<()> {
+        sqlx::query("DELETE FROM agent_tokens WHERE step_id = $1")
+            .bind(step_id)
+            .execute(&self.write)
+            .await?;
+        Ok(())
     }
 
     /// Checks an agent token: it must exist, be unexpired, and belong to the boot
-    /// (step) still under way.
+    /// (step) still under way. Its first use makes it one the boot script no
+    /// longer hands out.
     pub async fn check_agent_token(
         &self,
         text: &str,
     ) -> Result<Result<AgentAuth, AgentTokenError>> {
+        let hash = hash_token(text);
         let row = sqlx::query(
-            "SELECT t.node_id, t.step_id, t.expires_at, s.status, s.stage FROM agent_tokens t \
-             LEFT JOIN steps s ON s.id = t.step_id WHERE t.hash = $1",
+            "SELECT t.node_id, t.step_id, t.expires_at, t.used_at, s.status, s.stage, s.phase \
+             FROM agent_tokens t LEFT JOIN steps s ON s.id = t.step_id WHERE t.hash = $1",
         )
-        .bind(hash_token(text))
+        .bind(hash.clone())
         .fetch_optional(&self.read)
         .await?;
         let Some(r) = row else {
@@ -225,10 +298,21 @@ impl Store {
         if !active {
             return Ok(Err(AgentTokenError::Ended));
         }
+        if r.try_get::<Option<i64>, _>("used_at")?.is_none() {
+            sqlx::query(
+                "UPDATE agent_tokens SET used_at = $1, sealed = NULL WHERE hash = $2 AND used_at IS NULL",
+            )
+            .bind(now_ms())
+            .bind(hash)
+            .execute(&self.write)
+            .await?;
+        }
         let node: String = r.try_get("node_id")?;
+        let phase: Option<String> = r.try_get("phase")?;
         Ok(Ok(AgentAuth {
             node_id: Uuid::parse_str(&node).map_err(|e| StoreError::Corrupt(e.to_string()))?,
             step_id: r.try_get("step_id")?,
+            phase: super::Phase::parse(phase.as_deref().unwrap_or_default())?,
             waiting: status.as_deref() == Some("waiting"),
             finishing: r.try_get::<Option<String>, _>("stage")?.as_deref() == Some("finish"),
         }))
@@ -252,30 +336,45 @@ impl Store {
         .transpose()
     }
 
-    /// Mints a discovery token for a machine that booted from `mac`, valid for
-    /// `ttl`; the machine's earlier unused tokens are dropped, as are expired ones.
-    pub async fn mint_discovery_token(&self, mac: &str, ttl: Duration) -> Result<String> {
-        let text = new_token(DISCOVERY_PREFIX);
+    /// The discovery token of a machine that booted from `mac`, for its boot
+    /// script: the same token until the machine first uses it
+    /// ([`Handout::Used`] after that, until it expires), a new one otherwise.
+    /// Expired tokens that enrolled nothing are dropped.
+    pub async fn hand_out_discovery_token(&self, mac: &str, ttl: Duration) -> Result<Handout> {
         let now = now_ms();
-        let mut tx = self.write.begin().await?;
-        sqlx::query(
-            "DELETE FROM discovery_tokens WHERE node_id IS NULL AND (mac = $1 OR expires_at < $2)",
+        sqlx::query("DELETE FROM discovery_tokens WHERE node_id IS NULL AND expires_at < $1")
+            .bind(now)
+            .execute(&self.write)
+            .await?;
+        let row = sqlx::query(
+            "SELECT sealed FROM discovery_tokens WHERE mac = $1 AND node_id IS NULL \
+             ORDER BY created_at DESC LIMIT 1",
         )
         .bind(mac.to_string())
-        .bind(now)
-        .execute(&mut *tx)
+        .fetch_optional(&self.write)
         .await?;
+        if let Some(r) = row {
+            return match r.try_get::<Option<String>, _>("sealed")? {
+                Some(sealed) => self
+                    .secrets
+                    .open(&sealed)
+                    .map(Handout::Token)
+                    .map_err(|e| StoreError::Corrupt(format!("discovery token of {mac}: {e}"))),
+                None => Ok(Handout::Used),
+            };
+        }
+        let text = new_token(DISCOVERY_PREFIX);
         sqlx::query(
-            "INSERT INTO discovery_tokens (hash, mac, expires_at, created_at) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO discovery_tokens (hash, mac, sealed, expires_at, created_at) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(hash_token(&text))
         .bind(mac.to_string())
+        .bind(self.secrets.seal(&text))
         .bind(now + ttl.as_millis() as i64)
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&self.write)
         .await?;
-        tx.commit().await?;
-        Ok(text)
+        Ok(Handout::Token(text))
     }
 
     /// Checks a discovery token: it must exist and be unexpired.
@@ -284,16 +383,23 @@ impl Store {
         text: &str,
     ) -> Result<Result<DiscoveryAuth, AgentTokenError>> {
         let hash = hash_token(text);
-        let row =
-            sqlx::query("SELECT mac, expires_at, node_id FROM discovery_tokens WHERE hash = $1")
-                .bind(hash.clone())
-                .fetch_optional(&self.read)
-                .await?;
+        let row = sqlx::query(
+            "SELECT mac, expires_at, node_id, sealed FROM discovery_tokens WHERE hash = $1",
+        )
+        .bind(hash.clone())
+        .fetch_optional(&self.read)
+        .await?;
         let Some(r) = row else {
             return Ok(Err(AgentTokenError::Unknown));
         };
         if r.try_get::<i64, _>("expires_at")? < now_ms() {
             return Ok(Err(AgentTokenError::Expired));
+        }
+        if r.try_get::<Option<String>, _>("sealed")?.is_some() {
+            sqlx::query("UPDATE discovery_tokens SET sealed = NULL WHERE hash = $1")
+                .bind(hash.clone())
+                .execute(&self.write)
+                .await?;
         }
         let node_id = r
             .try_get::<Option<String>, _>("node_id")?
@@ -306,13 +412,19 @@ impl Store {
         }))
     }
 
-    /// Takes a discovery token for one enrolment; false when it was taken already.
-    pub async fn claim_discovery_token(&self, hash: &str) -> Result<bool> {
+    /// Takes a discovery token for one enrolment while fewer than
+    /// `max_per_minute` enrolments were taken in the last minute; false when
+    /// it was taken already or the minute is full.
+    pub async fn claim_discovery_token(&self, hash: &str, max_per_minute: u32) -> Result<bool> {
+        let now = now_ms();
         let res = sqlx::query(
-            "UPDATE discovery_tokens SET used_at = $1 WHERE hash = $2 AND used_at IS NULL",
+            "UPDATE discovery_tokens SET used_at = $1 WHERE hash = $2 AND used_at IS NULL \
+             AND (SELECT COUNT(*) FROM discovery_tokens WHERE used_at >= $3) < $4",
         )
-        .bind(now_ms())
+        .bind(now)
         .bind(hash.to_string())
+        .bind(now - 60_000)
+        .bind(i64::from(max_per_minute))
         .execute(&self.write)
         .await?;
         Ok(res.rows_affected() == 1)
