@@ -91,9 +91,10 @@ impl Drop for Vm {
 enum Start<'a> {
     /// QEMU loads the kernel and initrd itself; user-mode networking.
     Kernel { r: &'a Ramdisk, append: &'a str },
-    /// Network boot through QEMU's iPXE ROM from the tap `tap0` inside the
-    /// namespace `ns`, where racklift serves DHCP, TFTP and HTTP.
-    Pxe { ns: &'a str },
+    /// Network boot from the tap `tap0` inside the namespace `ns`, where
+    /// racklift serves DHCP, TFTP and HTTP: through QEMU's iPXE ROM, or
+    /// (`rom: false`) through the firmware's own PXE client alone.
+    Pxe { ns: &'a str, rom: bool },
 }
 
 impl Vm {
@@ -115,7 +116,7 @@ impl Vm {
             f.set_len(gib << 30).unwrap(); // sparse
         }
         let mut cmd = match how {
-            Start::Pxe { ns } => {
+            Start::Pxe { ns, .. } => {
                 let mut c = std::process::Command::new("ip");
                 c.args(["netns", "exec", ns, "qemu-system-x86_64"]);
                 c
@@ -158,9 +159,17 @@ impl Vm {
                     &format!("virtio-blk-pci,drive=d{i},serial={serial}"),
                 ]);
         }
-        cmd.args(["-device", &format!("virtio-net-pci,netdev=n0,mac={MAC1}")])
-            .args(["-netdev", "user,id=n1,restrict=on"])
-            .args(["-device", &format!("e1000,netdev=n1,mac={MAC2}")]);
+        // An empty romfile leaves the NIC without QEMU's iPXE option ROM.
+        let rom = match how {
+            Start::Pxe { rom: false, .. } => ",romfile=",
+            _ => "",
+        };
+        cmd.args([
+            "-device",
+            &format!("virtio-net-pci,netdev=n0,mac={MAC1}{rom}"),
+        ])
+        .args(["-netdev", "user,id=n1,restrict=on"])
+        .args(["-device", &format!("e1000,netdev=n1,mac={MAC2}")]);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
@@ -417,16 +426,24 @@ async fn discovery_of_a_uefi_vm() {
 /// over HTTP, the agent posts the inventory, and the machine is enrolled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pxe_discovery_through_racklift_dhcp() {
-    pxe_discovery(false).await;
+    pxe_discovery(false, true).await;
 }
 
 /// The same under UEFI (OVMF, with the iPXE EFI driver of QEMU's NIC ROM).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pxe_discovery_through_racklift_dhcp_uefi() {
-    pxe_discovery(true).await;
+    pxe_discovery(true, true).await;
 }
 
-async fn pxe_discovery(uefi: bool) {
+/// The same with EDK2's own PXE client and no iPXE ROM on the NIC: the
+/// firmware takes racklift's plain DHCP offer, loads `ipxe.efi` over
+/// racklift's TFTP, and that iPXE asks again and chains the boot script.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pxe_discovery_through_edk2s_own_pxe_client() {
+    pxe_discovery(true, false).await;
+}
+
+async fn pxe_discovery(uefi: bool, rom: bool) {
     if !common::netns::available() {
         return;
     }
@@ -435,8 +452,22 @@ async fn pxe_discovery(uefi: bool) {
     };
     let _one = ONE_VM.lock().await;
     let ns = common::netns::with_tap("q");
-    let Some(s) = TestServer::start_in(common::Backend::Sqlite, Some(&ns.name), |c| {
+    // The TFTP root holds a copy of the iPXE binary (Debian's ipxe.efi is a
+    // symlink out of its directory, which the TFTP server does not follow).
+    let tftp_root = tempfile::tempdir().unwrap();
+    if !rom {
+        let ipxe =
+            std::fs::canonicalize("/usr/lib/ipxe/ipxe.efi").expect("ipxe.efi (package ipxe)");
+        std::fs::copy(&ipxe, tftp_root.path().join("ipxe.efi")).unwrap();
+    }
+    let root = tftp_root.path().to_path_buf();
+    let Some(s) = TestServer::start_in(common::Backend::Sqlite, Some(&ns.name), move |c| {
         common::netns::serve_tap_network(c, true);
+        if !rom {
+            c.tftp.enabled = true;
+            c.tftp.listen = "0.0.0.0:69".parse().unwrap();
+            c.tftp.root = root;
+        }
         c.boot.kernel_args = "console=ttyS0 quiet".into();
         if let Ok(dir) = std::env::var("RACKLIFT_RAMDISK_DIR") {
             c.boot.ramdisk_dir = dir.into();
@@ -449,7 +480,12 @@ async fn pxe_discovery(uefi: bool) {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let mut vm = Vm::start(dir.path(), uefi, "RL-VM-PXE", Start::Pxe { ns: &ns.name });
+    let mut vm = Vm::start(
+        dir.path(),
+        uefi,
+        "RL-VM-PXE",
+        Start::Pxe { ns: &ns.name, rom },
+    );
     let (inv, stored) = vm.inventory_of(&s, "rl-vm-pxe").await;
     check_inventory(&inv, if uefi { "uefi" } else { "bios" });
     let n = s.node("rl-vm-pxe").await;
@@ -471,10 +507,20 @@ async fn pxe_discovery(uefi: bool) {
         "{leases}"
     );
     vm.powered_off().await;
-    let label = if uefi {
-        "PXE (OVMF, iPXE EFI driver, racklift DHCP+HTTP)"
-    } else {
-        "PXE (SeaBIOS, iPXE ROM, racklift DHCP+HTTP)"
+    if !rom {
+        // The firmware fetched ipxe.efi from racklift's TFTP server.
+        let metrics = s.metrics().await;
+        let transfers: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("racklift_tftp_transfers_total "))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        assert!(transfers >= 1, "no TFTP transfer counted:\n{metrics}");
+    }
+    let label = match (uefi, rom) {
+        (true, true) => "PXE (OVMF, iPXE EFI driver, racklift DHCP+HTTP)",
+        (true, false) => "PXE (OVMF's own PXE client, ipxe.efi over racklift TFTP, DHCP+HTTP)",
+        _ => "PXE (SeaBIOS, iPXE ROM, racklift DHCP+HTTP)",
     };
     report(label, &vm, stored, &inv, &events);
     drop(vm);

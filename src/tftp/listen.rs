@@ -8,8 +8,9 @@
 //! destination is left to the kernel's choice, which needs no interface). It
 //! is `connect()`ed to the client, so the kernel drops packets from anyone
 //! else. Transfer sockets are made in the network namespace of the thread
-//! that runs the loop, so the listening socket must come from that namespace
-//! too.
+//! that runs the loop, which first moves into the listening socket's own
+//! namespace when that is another one (a listener bound in a namespace by a
+//! thread that has left it), so they are always made beside the listener.
 //!
 //! At most [`MAX_TRANSFERS`] transfers run at once; past that a request is
 //! answered "server busy" and counted in `tftp_busy`. A request repeated by a
@@ -108,7 +109,10 @@ impl Listener {
     }
 
     /// Serves requests until stopped; then wakes every running transfer.
+    /// Runs on a thread of its own: it may move that thread into the
+    /// listening socket's network namespace.
     pub fn run(self) -> io::Result<()> {
+        enter_netns_of(&self.socket)?;
         let mut buf = vec![0u8; 65536];
         let result = self.serve(&mut buf);
         self.shared.stop.store(true, Ordering::SeqCst);
@@ -251,6 +255,36 @@ impl Listener {
             answer(local, peer, packet::ERR_UNDEFINED, "server busy");
         }
     }
+}
+
+/// Moves the calling thread into the network namespace `socket` was made in,
+/// when that is not the thread's own; threads it starts then inherit it.
+fn enter_netns_of(socket: &UdpSocket) -> io::Result<()> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::fs::MetadataExt;
+    // SIOCGSKNS (Linux 4.9): a descriptor of the socket's network namespace.
+    const SIOCGSKNS: libc::c_ulong = 0x894C;
+    // SAFETY: the ioctl reads the socket and returns a new descriptor or -1.
+    let fd = unsafe { libc::ioctl(socket.as_raw_fd(), SIOCGSKNS as _) };
+    if fd < 0 {
+        // Older kernels: the socket is taken to be in the thread's namespace.
+        return Ok(());
+    }
+    // SAFETY: `fd` was just returned to us and is owned by nobody else.
+    let ns = unsafe { OwnedFd::from_raw_fd(fd) };
+    let theirs = std::fs::File::from(ns.try_clone()?).metadata()?;
+    let ours = std::fs::metadata("/proc/thread-self/ns/net")?;
+    if (theirs.dev(), theirs.ino()) == (ours.dev(), ours.ino()) {
+        return Ok(());
+    }
+    // SAFETY: setns(2) on a namespace descriptor; affects this thread only.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(io::Error::other(format!(
+            "the TFTP socket belongs to another network namespace, which this thread cannot enter: {}",
+            io::Error::last_os_error()
+        )));
+    }
+    Ok(())
 }
 
 /// Sends one ERROR to `peer` from a fresh port on `local`.
