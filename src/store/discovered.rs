@@ -57,7 +57,11 @@ impl Store {
         actor: &str,
     ) -> Result<Vec<String>> {
         let mut notes = Vec::new();
-        for m in macs {
+        // One read finds whether there is anything to take; the usual answer
+        // is no, and an operator's enrolment then writes nothing more here
+        // (enrolments are group-committed; a write per MAC would undo that).
+        let held = self.discovered_enrolled_macs(macs).await?;
+        for m in macs.iter().filter(|m| held.contains(&m.to_string())) {
             let mut tx = self.write.begin().await?;
             let row = sqlx::query(
                 "SELECT n.id, n.name, n.boot_mac, n.macs FROM ports p JOIN nodes n ON n.id = p.node_id \
@@ -123,6 +127,28 @@ impl Store {
             ));
         }
         Ok(notes)
+    }
+
+    /// Those of `macs` held by discovered nodes still `enrolled` (one read).
+    async fn discovered_enrolled_macs(&self, macs: &[MacAddr]) -> Result<Vec<String>> {
+        if macs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list: Vec<String> = (0..macs.len()).map(|i| format!("${}", i + 2)).collect();
+        let sql = format!(
+            "SELECT p.mac FROM ports p JOIN nodes n ON n.id = p.node_id \
+             WHERE n.state = $1 AND p.mac IN ({}) \
+             AND EXISTS (SELECT 1 FROM discovery_tokens d WHERE d.node_id = n.id)",
+            list.join(", ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(State::Enrolled.as_str());
+        for m in macs {
+            q = q.bind(m.to_string());
+        }
+        let rows = q.fetch_all(&self.read).await?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>("mac").map_err(Into::into))
+            .collect()
     }
 
     /// How many machines discovery enrolled in the last minute, and when (ms)
