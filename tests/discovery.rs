@@ -250,6 +250,12 @@ async fn discovery_tokens_expire(s: &TestServer) {
         v["error"]["message"].as_str().unwrap().contains("expired"),
         "{v}"
     );
+    // The next boot of the machine gets a new token, not the expired one.
+    let again = discovery_token(s, VM_MAC).await;
+    assert_ne!(
+        again, token,
+        "an expired discovery token was handed out again"
+    );
 }
 on_both_backends!(discovery_tokens_expire, |c| {
     c.discovery.enabled = true;

@@ -339,18 +339,17 @@ impl Store {
     /// The discovery token of a machine that booted from `mac`, for its boot
     /// script: the same token until the machine first uses it
     /// ([`Handout::Used`] after that, until it expires), a new one otherwise.
-    /// Expired tokens that enrolled nothing are dropped.
+    /// Expired tokens that enrolled nothing are dropped when a new one is minted.
     pub async fn hand_out_discovery_token(&self, mac: &str, ttl: Duration) -> Result<Handout> {
         let now = now_ms();
-        sqlx::query("DELETE FROM discovery_tokens WHERE node_id IS NULL AND expires_at < $1")
-            .bind(now)
-            .execute(&self.write)
-            .await?;
+        // A re-fetch of the script during the same boot only reads; expired
+        // tokens are swept when a new one is minted, not on every fetch.
         let row = sqlx::query(
             "SELECT sealed FROM discovery_tokens WHERE mac = $1 AND node_id IS NULL \
-             ORDER BY created_at DESC LIMIT 1",
+             AND expires_at >= $2 ORDER BY created_at DESC LIMIT 1",
         )
         .bind(mac.to_string())
+        .bind(now)
         .fetch_optional(&self.write)
         .await?;
         if let Some(r) = row {
@@ -363,6 +362,10 @@ impl Store {
                 None => Ok(Handout::Used),
             };
         }
+        sqlx::query("DELETE FROM discovery_tokens WHERE node_id IS NULL AND expires_at < $1")
+            .bind(now)
+            .execute(&self.write)
+            .await?;
         let text = new_token(DISCOVERY_PREFIX);
         sqlx::query(
             "INSERT INTO discovery_tokens (hash, mac, sealed, expires_at, created_at) VALUES ($1, $2, $3, $4, $5)",
