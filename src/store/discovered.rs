@@ -22,26 +22,42 @@ pub struct Holder {
 }
 
 impl Store {
-    /// The nodes holding any of `macs`.
+    /// The nodes holding any of `macs` (at most [`crate::node::limits::MACS`]),
+    /// in the order of `macs`, read in one query.
     pub async fn mac_holders(&self, macs: &[MacAddr]) -> Result<Vec<Holder>> {
-        let mut out = Vec::new();
-        for m in macs {
-            let row = sqlx::query(
-                "SELECT n.id, n.name FROM ports p JOIN nodes n ON n.id = p.node_id WHERE p.mac = $1",
-            )
-            .bind(m.to_string())
-            .fetch_optional(&self.read)
-            .await?;
-            if let Some(r) = row {
-                let id: String = r.try_get("id")?;
-                out.push(Holder {
-                    mac: *m,
-                    node_id: Uuid::parse_str(&id).map_err(|e| super::corrupt("id", e))?,
-                    name: r.try_get("name")?,
-                });
-            }
+        if macs.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(out)
+        let list: Vec<String> = (0..macs.len()).map(|i| format!("${}", i + 1)).collect();
+        let sql = format!(
+            "SELECT p.mac, n.id, n.name FROM ports p JOIN nodes n ON n.id = p.node_id \
+             WHERE p.mac IN ({})",
+            list.join(", ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for m in macs {
+            q = q.bind(m.to_string());
+        }
+        let mut held = std::collections::HashMap::new();
+        for r in q.fetch_all(&self.read).await? {
+            let id: String = r.try_get("id")?;
+            let node_id = Uuid::parse_str(&id).map_err(|e| super::corrupt("id", e))?;
+            held.insert(
+                r.try_get::<String, _>("mac")?,
+                (node_id, r.try_get("name")?),
+            );
+        }
+        Ok(macs
+            .iter()
+            .filter_map(|m| {
+                let (node_id, name) = held.get(&m.to_string())?.clone();
+                Some(Holder {
+                    mac: *m,
+                    node_id,
+                    name,
+                })
+            })
+            .collect())
     }
 
     /// Takes those of `macs` held by discovered nodes nobody has managed yet
