@@ -28,11 +28,10 @@ impl Store {
         if macs.is_empty() {
             return Ok(Vec::new());
         }
-        let list: Vec<String> = (0..macs.len()).map(|i| format!("${}", i + 1)).collect();
         let sql = format!(
             "SELECT p.mac, n.id, n.name FROM ports p JOIN nodes n ON n.id = p.node_id \
              WHERE p.mac IN ({})",
-            list.join(", ")
+            in_list(1, macs.len())
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for m in macs {
@@ -150,12 +149,11 @@ impl Store {
         if macs.is_empty() {
             return Ok(Vec::new());
         }
-        let list: Vec<String> = (0..macs.len()).map(|i| format!("${}", i + 2)).collect();
         let sql = format!(
             "SELECT p.mac FROM ports p JOIN nodes n ON n.id = p.node_id \
              WHERE n.state = $1 AND p.mac IN ({}) \
              AND EXISTS (SELECT 1 FROM discovery_tokens d WHERE d.node_id = n.id)",
-            list.join(", ")
+            in_list(2, macs.len())
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(State::Enrolled.as_str());
         for m in macs {
@@ -181,4 +179,12 @@ impl Store {
         let oldest: Option<i64> = row.try_get("oldest")?;
         Ok((row.try_get("n")?, oldest.map(|o| o + 60_000)))
     }
+}
+
+/// `$first, $first+1, ...`: `n` numbered placeholders for an `IN (...)` list.
+fn in_list(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
