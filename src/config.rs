@@ -106,6 +106,9 @@ struct WireHttp {
     listen: Option<String>,
     public_url: Option<String>,
     max_body_bytes: Option<usize>,
+    header_read_timeout: Option<HumanDuration>,
+    idle_timeout: Option<HumanDuration>,
+    max_connections: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -341,6 +344,16 @@ pub struct HttpConfig {
     /// The URL machines use to reach this server (kernel command lines, boot scripts).
     pub public_url: String,
     pub max_body_bytes: usize,
+    /// How long a connection has to send a complete request head, counted
+    /// from when it connects or its previous answer ends (so also how long an
+    /// idle keep-alive connection is kept).
+    pub header_read_timeout: Duration,
+    /// How long a request in progress may move no byte: a body the client
+    /// stops sending, an answer it stops reading.
+    pub idle_timeout: Duration,
+    /// The most HTTP connections open at once; past it a new one is answered
+    /// 503 and closed.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -526,6 +539,26 @@ fn validate(w: Wire) -> Result<Config, ConfigError> {
     if max_body_bytes < 1024 {
         return Err(invalid("http.max_body_bytes", "must be at least 1024"));
     }
+    let header_read_timeout = w
+        .http
+        .header_read_timeout
+        .map_or(Duration::from_secs(30), |h| h.0);
+    let idle_timeout = w.http.idle_timeout.map_or(Duration::from_secs(60), |h| h.0);
+    for (k, v) in [
+        ("http.header_read_timeout", header_read_timeout),
+        ("http.idle_timeout", idle_timeout),
+    ] {
+        if v < Duration::from_millis(100) {
+            return Err(invalid(k, "must be at least 100ms"));
+        }
+    }
+    let http_max_connections = w.http.max_connections.unwrap_or(4096);
+    if !(16..=1_000_000).contains(&http_max_connections) {
+        return Err(invalid(
+            "http.max_connections",
+            "must be between 16 and 1000000",
+        ));
+    }
     let url = match w.database.url {
         Some(u)
             if u.starts_with("sqlite:")
@@ -639,6 +672,9 @@ fn validate(w: Wire) -> Result<Config, ConfigError> {
             listen,
             public_url,
             max_body_bytes,
+            header_read_timeout,
+            idle_timeout,
+            max_connections: http_max_connections,
         },
         database: DatabaseConfig {
             url,
@@ -945,6 +981,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("http.listen") && e.contains("nonsense"), "{e}");
+        let e = parse("[http]\nidle_timeout = \"10ms\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("http.idle_timeout") && e.contains("100ms"),
+            "{e}"
+        );
+        let e = parse("[http]\nmax_connections = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("http.max_connections"), "{e}");
+        let c = parse("[http]\nheader_read_timeout = \"5s\"\nmax_connections = 100\n").unwrap();
+        assert_eq!(c.http.header_read_timeout, Duration::from_secs(5));
+        assert_eq!(c.http.max_connections, 100);
+        assert_eq!(c.http.idle_timeout, Duration::from_secs(60));
         let e = parse("[conductor.timeouts]\ninspect = \"10 parsecs\"\n")
             .unwrap_err()
             .to_string();

@@ -13,15 +13,26 @@
 //! The first request that is anything else (the API, the boot script, a
 //! `HEAD`, a conditional or multi-range request, a missing file, a directory,
 //! a name with percent-escapes, a malformed head) is handed, with the bytes
-//! already read, to axum through [`FrontListener`]; axum serves the rest of
-//! that connection. So every answer this front does not give is the router's
+//! already read, to hyper's HTTP/1.1 server, which serves the rest of that
+//! connection with the router. So every answer this front does not give is the router's
 //! own (tower-http's `ServeDir` for the same mounts), and the two agree on
 //! what a name means: the front only accepts names made of plain segments
 //! that `ServeDir` maps to the same file.
 //!
 //! A file that shrinks while it is sent ends the connection (the length was
 //! promised in the head); it never signals the process, as a memory map would.
+//!
+//! Every connection lives under the [`Limits`] of `[http]`, on both sides of
+//! the hand-off: a request head must be complete within
+//! `header_read_timeout` of the connection opening or of its previous answer
+//! ending (so an idle keep-alive connection is closed then too); a request
+//! in progress that moves no byte for `idle_timeout` (a body the client stops
+//! sending, an answer it stops reading) is cut; and past `max_connections`
+//! open connections a new one is answered 503 and closed. A handler that
+//! takes long, or an event stream waiting for events, is not idle: only the
+//! client's silence counts.
 
+use crate::log_limit::LogLimit;
 use crate::metrics::Metrics;
 use std::io;
 use std::net::SocketAddr;
@@ -33,15 +44,11 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 /// The largest request head read before the connection goes to axum (which
 /// answers it as it sees fit).
 const MAX_HEAD: usize = 16 * 1024;
-
-/// How long a connection may take to send a request head, and how long an
-/// idle keep-alive connection is kept.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The most one `sendfile` call is asked to move.
 const SENDFILE_CHUNK: usize = 4 * 1024 * 1024;
@@ -91,11 +98,66 @@ pub fn route_label(path: &str) -> Option<&'static str> {
         .map(|(_, label)| *label)
 }
 
-/// A connection handed to axum, with the bytes the front already read.
-pub struct Handoff {
+/// A connection handed to hyper, with the bytes the front already read; a
+/// write that cannot go on for `idle` (the client stopped reading) fails.
+struct Handoff {
     read: Vec<u8>,
     pos: usize,
     stream: TcpStream,
+    stall: Stall,
+}
+
+/// How long one side of a request has made no progress: a timer started at
+/// the first pending poll, dropped at the next progress.
+struct Stall {
+    idle: Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Stall {
+    fn new(idle: Duration, metrics: Arc<Metrics>) -> Stall {
+        Stall {
+            idle,
+            timer: None,
+            metrics,
+        }
+    }
+
+    /// After a poll that was not pending.
+    fn progressed(&mut self) {
+        self.timer = None;
+    }
+
+    /// After a pending poll: whether it has been pending for `idle` (counted).
+    fn over(&mut self, cx: &mut Context<'_>) -> bool {
+        let idle = self.idle;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+        let over = timer.as_mut().poll(cx).is_ready();
+        if over {
+            self.metrics.count("http_idle_timeouts");
+        }
+        over
+    }
+}
+
+impl Handoff {
+    /// Passes a write's result on; one that stayed pending for `idle` fails.
+    fn watch<T>(&mut self, r: Poll<io::Result<T>>, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        if r.is_ready() {
+            self.stall.progressed();
+            return r;
+        }
+        if self.stall.over(cx) {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client read nothing for http.idle_timeout",
+            )));
+        }
+        Poll::Pending
+    }
 }
 
 impl AsyncRead for Handoff {
@@ -125,7 +187,9 @@ impl AsyncWrite for Handoff {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.watch(r, cx)
     }
 
     fn poll_write_vectored(
@@ -133,7 +197,9 @@ impl AsyncWrite for Handoff {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        this.watch(r, cx)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -149,74 +215,146 @@ impl AsyncWrite for Handoff {
     }
 }
 
-/// What the connections the front serves share.
-struct Front {
-    mounts: Vec<Mount>,
-    metrics: Arc<Metrics>,
-    shutdown: watch::Receiver<bool>,
-    handoff: mpsc::UnboundedSender<(Handoff, SocketAddr)>,
+/// The connection limits of `[http]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// How long a connection has to send a complete request head, counted
+    /// from when it connects or its previous answer ends.
+    pub header_read_timeout: Duration,
+    /// How long a request in progress may move no byte.
+    pub idle_timeout: Duration,
+    /// The most connections open at once.
+    pub max_connections: usize,
 }
 
-/// An axum [`Listener`](axum::serve::Listener): accepts TCP connections, runs
-/// the front on each, and yields the ones handed to axum.
-pub struct FrontListener {
-    tcp: TcpListener,
-    front: Arc<Front>,
-    handed: mpsc::UnboundedReceiver<(Handoff, SocketAddr)>,
-}
-
-impl FrontListener {
-    /// Serves `mounts` on connections accepted from `tcp`; the front stops
-    /// taking new requests on a connection once `shutdown` turns `true`.
-    pub fn new(
-        tcp: TcpListener,
-        mounts: Vec<Mount>,
-        metrics: Arc<Metrics>,
-        shutdown: watch::Receiver<bool>,
-    ) -> FrontListener {
-        let (handoff, handed) = mpsc::unbounded_channel();
-        FrontListener {
-            tcp,
-            front: Arc::new(Front {
-                mounts,
-                metrics,
-                shutdown,
-                handoff,
-            }),
-            handed,
+impl Limits {
+    pub fn from_config(http: &crate::config::HttpConfig) -> Limits {
+        Limits {
+            header_read_timeout: http.header_read_timeout,
+            idle_timeout: http.idle_timeout,
+            max_connections: http.max_connections,
         }
     }
 }
 
-impl axum::serve::Listener for FrontListener {
-    type Io = Handoff;
-    type Addr = SocketAddr;
+/// Connections refused past `http.max_connections`: one log line a minute.
+static REFUSED: LogLimit = LogLimit::new(Duration::from_secs(60));
 
-    async fn accept(&mut self) -> (Handoff, SocketAddr) {
-        loop {
-            tokio::select! {
-                handed = self.handed.recv() => {
-                    if let Some(h) = handed {
-                        return h;
+/// The answer to a connection past the cap, written without reading its request.
+fn refused_answer() -> Vec<u8> {
+    let body = r#"{"error":{"code":"too_many_connections","message":"too many open connections; retry shortly"}}"#;
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// What the connections share.
+struct Front {
+    mounts: Vec<Mount>,
+    metrics: Arc<Metrics>,
+    limits: Limits,
+    router: axum::Router,
+}
+
+/// Serves HTTP on `tcp` until `shutdown` turns `true`: every connection is
+/// read by the front first, boot-file downloads are answered there, and the
+/// rest of a connection is served by `router` over hyper's HTTP/1.1, under
+/// the same [`Limits`]. At shut-down it stops accepting, lets each connection
+/// finish the request it is in, and returns when all are closed (an event
+/// stream never ends by itself: the caller bounds the wait).
+pub async fn serve(
+    tcp: TcpListener,
+    mounts: Vec<Mount>,
+    metrics: Arc<Metrics>,
+    limits: Limits,
+    router: axum::Router,
+    shutdown: watch::Receiver<bool>,
+) {
+    let front = Arc::new(Front {
+        mounts,
+        metrics,
+        limits,
+        router,
+    });
+    let mut conns = tokio::task::JoinSet::new();
+    let mut sd = shutdown.clone();
+    let stopping = async move {
+        let _ = sd.wait_for(|s| *s).await;
+    };
+    tokio::pin!(stopping);
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut stopping => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            accepted = tcp.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    if conns.len() >= front.limits.max_connections {
+                        front.refuse(stream, peer);
+                        continue;
                     }
+                    let (front, shutdown) = (front.clone(), shutdown.clone());
+                    conns.spawn(async move { front.connection(stream, peer, shutdown).await });
                 }
-                accepted = self.tcp.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        let front = self.front.clone();
-                        tokio::spawn(async move { front.connection(stream, peer).await });
-                    }
-                    Err(e) => {
-                        // Out of descriptors and the like: back off, as axum does.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
+                Err(e) => {
+                    // Out of descriptors and the like: back off, as axum does.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
         }
     }
+    drop(tcp);
+    while conns.join_next().await.is_some() {}
+}
 
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.tcp.local_addr()
+/// The request body of a handed-off connection: an error once the client has
+/// sent nothing of it for `idle` while it is being read.
+struct StallGuard<B> {
+    inner: B,
+    stall: Stall,
+}
+
+impl<B> http_body::Body for StallGuard<B>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Unpin,
+    B::Error: Into<axum::BoxError>,
+{
+    type Data = bytes::Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, axum::BoxError>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Pending => {
+                if this.stall.over(cx) {
+                    return Poll::Ready(Some(Err(format!(
+                        "the request body stalled for {} ms (http.idle_timeout)",
+                        this.stall.idle.as_millis()
+                    )
+                    .into())));
+                }
+                Poll::Pending
+            }
+            Poll::Ready(frame) => {
+                this.stall.progressed();
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -357,25 +495,36 @@ enum Head {
     Complete(usize),
     /// Not a head the front reads: too large or not parsable.
     Other,
-    /// The peer closed (or went quiet) between requests.
+    /// The peer closed.
     Gone,
+    /// No complete head within the header-read timeout.
+    TimedOut,
 }
 
 impl Front {
-    async fn connection(self: Arc<Self>, mut stream: TcpStream, peer: SocketAddr) {
+    /// One connection: downloads answered here, the rest handed to hyper.
+    async fn connection(
+        self: Arc<Self>,
+        mut stream: TcpStream,
+        peer: SocketAddr,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let mut buf: Vec<u8> = Vec::with_capacity(2048);
-        let mut shutdown = self.shutdown.clone();
         loop {
             if *shutdown.borrow() {
                 return;
             }
             let head = tokio::select! {
-                h = read_head(&mut stream, &mut buf) => h,
+                h = read_head(&mut stream, &mut buf, self.limits.header_read_timeout) => h,
                 _ = shutdown.wait_for(|s| *s), if buf.is_empty() => return,
             };
             let len = match head {
                 Head::Gone => return,
-                Head::Other => return self.hand_off(buf, stream, peer),
+                Head::TimedOut => {
+                    self.metrics.count("http_header_timeouts");
+                    return;
+                }
+                Head::Other => return self.hand_off(buf, stream, peer, shutdown).await,
                 Head::Complete(len) => len,
             };
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -385,7 +534,7 @@ impl Front {
                 _ => None,
             };
             let Some(plan) = plan else {
-                return self.hand_off(buf, stream, peer);
+                return self.hand_off(buf, stream, peer, shutdown).await;
             };
             let started = Instant::now();
             let opened = {
@@ -393,19 +542,19 @@ impl Front {
                 tokio::task::spawn_blocking(move || open_regular(&path)).await
             };
             let Ok(Some(file)) = opened else {
-                return self.hand_off(buf, stream, peer);
+                return self.hand_off(buf, stream, peer, shutdown).await;
             };
             let size = file.size;
             let span = match plan.range {
                 None => None,
                 Some(r) => match r.span(size) {
                     Some(s) => Some(s),
-                    None => return self.hand_off(buf, stream, peer),
+                    None => return self.hand_off(buf, stream, peer, shutdown).await,
                 },
             };
             buf.drain(..len);
             let status = if span.is_some() { 206 } else { 200 };
-            let sent = send_file(&mut stream, &file, span, &plan).await;
+            let sent = send_file(&mut stream, &file, span, &plan, self.limits.idle_timeout).await;
             self.metrics
                 .http_request("GET", plan.route, status, started.elapsed());
             match sent {
@@ -415,6 +564,9 @@ impl Front {
                     return;
                 }
                 Err(e) => {
+                    if e.kind() == io::ErrorKind::TimedOut {
+                        self.metrics.count("http_idle_timeouts");
+                    }
                     tracing::debug!(%peer, file = %plan.path.display(), error = %e, "boot file download cut short");
                     return;
                 }
@@ -422,21 +574,81 @@ impl Front {
         }
     }
 
-    fn hand_off(&self, read: Vec<u8>, stream: TcpStream, peer: SocketAddr) {
-        let _ = self.handoff.send((
-            Handoff {
-                read,
-                pos: 0,
-                stream,
-            },
-            peer,
-        ));
+    /// Serves the rest of the connection with the router, over hyper's
+    /// HTTP/1.1 with its header-read timer, starting with the bytes read.
+    async fn hand_off(
+        &self,
+        read: Vec<u8>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let io = Handoff {
+            read,
+            pos: 0,
+            stream,
+            stall: Stall::new(self.limits.idle_timeout, self.metrics.clone()),
+        };
+        let (router, idle, metrics) = (
+            self.router.clone(),
+            self.limits.idle_timeout,
+            self.metrics.clone(),
+        );
+        let service =
+            hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                let mut req = req.map(|inner| {
+                    axum::body::Body::new(StallGuard {
+                        inner,
+                        stall: Stall::new(idle, metrics.clone()),
+                    })
+                });
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                tower::ServiceExt::oneshot(router.clone(), req)
+            });
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(self.limits.header_read_timeout);
+        let conn = http1.serve_connection(hyper_util::rt::TokioIo::new(io), service);
+        tokio::pin!(conn);
+        let stopping = tokio::select! {
+            r = conn.as_mut() => Some(r),
+            _ = shutdown.wait_for(|s| *s) => None,
+        };
+        let ended = match stopping {
+            Some(r) => r,
+            None => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(e) = ended {
+            if e.is_timeout() {
+                self.metrics.count("http_header_timeouts");
+            }
+            tracing::debug!(%peer, error = %e, "HTTP connection ended");
+        }
+    }
+
+    /// Answers a connection past `http.max_connections` with 503 and closes it.
+    fn refuse(&self, stream: TcpStream, peer: SocketAddr) {
+        self.metrics.count("http_connections_refused");
+        if let Some(left_out) = REFUSED.allow() {
+            tracing::warn!(
+                %peer,
+                open = self.limits.max_connections,
+                left_out,
+                "HTTP connection refused: http.max_connections connections are open"
+            );
+        }
+        let _ = stream.try_write(&refused_answer());
     }
 }
 
-/// Reads until `buf` starts with a complete request head.
-async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Head {
-    let deadline = tokio::time::Instant::now() + HEAD_TIMEOUT;
+/// Reads until `buf` starts with a complete request head, for at most `timeout`.
+async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>, timeout: Duration) -> Head {
+    let deadline = tokio::time::Instant::now() + timeout;
     loop {
         if let Some(end) = head_end(buf) {
             return Head::Complete(end);
@@ -458,13 +670,7 @@ async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Head {
                 };
             }
             Ok(Ok(_)) => {}
-            Err(_) => {
-                return if buf.is_empty() {
-                    Head::Gone
-                } else {
-                    Head::Other
-                };
-            }
+            Err(_) => return Head::TimedOut,
         }
     }
 }
@@ -550,9 +756,18 @@ async fn send_file(
     file: &Opened,
     span: Option<(u64, u64)>,
     plan: &Download,
+    idle: Duration,
 ) -> io::Result<()> {
+    let stalled = || {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the client read nothing for http.idle_timeout",
+        )
+    };
     let head = response_head(&plan.path, file.size, file.modified, span, plan);
-    stream.write_all(head.as_bytes()).await?;
+    tokio::time::timeout(idle, stream.write_all(head.as_bytes()))
+        .await
+        .map_err(|_| stalled())??;
     let (start, end) = span.unwrap_or((0, file.size.saturating_sub(1)));
     if file.size == 0 {
         return Ok(());
@@ -561,7 +776,9 @@ async fn send_file(
     let end = end as libc::off_t + 1;
     let (sock, src) = (stream.as_raw_fd(), file.file.as_raw_fd());
     while offset < end {
-        stream.writable().await?;
+        tokio::time::timeout(idle, stream.writable())
+            .await
+            .map_err(|_| stalled())??;
         let want = ((end - offset) as usize).min(SENDFILE_CHUNK);
         let sent = stream.try_io(Interest::WRITABLE, || {
             // SAFETY: both descriptors are open for the duration of the call

@@ -107,6 +107,7 @@ pub async fn start(cfg: Config, listener: TcpListener) -> anyhow::Result<Running
 /// Opens everything and starts serving on sockets already bound.
 pub async fn start_with(cfg: Config, sockets: Listeners) -> anyhow::Result<Running> {
     let listener = TcpListener::from_std(sockets.http)?;
+    raise_open_file_limit(cfg.http.max_connections);
     crate::secrets::private_dir(&cfg.data_dir)
         .with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
     let secrets = SecretBox::load_or_create(&cfg.secrets.key_file)?;
@@ -235,23 +236,16 @@ pub async fn start_with(cfg: Config, sockets: Listeners) -> anyhow::Result<Runni
         head_rx,
         profiles,
     );
-    let mut sd = rx.clone();
-    let front =
-        crate::http_front::FrontListener::new(listener, front_mounts, front_metrics, rx.clone());
-    tasks.push(tokio::spawn(async move {
-        // Boot-file downloads are sent by the front; every other request
-        // reaches the router. `tap_io` gives axum the peer address.
-        let serve = axum::serve(
-            axum::serve::ListenerExt::tap_io(front, |_| {}),
-            router(app).into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = sd.wait_for(|s| *s).await;
-        });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "HTTP server stopped");
-        }
-    }));
+    let limits = crate::http_front::Limits::from_config(&app.cfg.http);
+    let front_shutdown = rx.clone();
+    tasks.push(tokio::spawn(crate::http_front::serve(
+        listener,
+        front_mounts,
+        front_metrics,
+        limits,
+        router(app),
+        front_shutdown,
+    )));
     tracing::info!(%addr, backend = ?store.backend(), "racklift serving");
     Ok(Running {
         addr,
@@ -260,6 +254,40 @@ pub async fn start_with(cfg: Config, sockets: Listeners) -> anyhow::Result<Runni
         shutdown,
         tasks,
     })
+}
+
+/// Raises the soft limit on open descriptors to the hard one (each HTTP
+/// connection, TFTP transfer and database connection holds one), and warns
+/// when even that is below what `http.max_connections` needs.
+fn raise_open_file_limit(max_connections: usize) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid rlimit for the duration of both calls.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+    }
+    // Room for the database, TFTP transfers (at most 512) and DHCP sockets.
+    let needed = max_connections as u64 + 1024;
+    if lim.rlim_cur < needed {
+        tracing::warn!(
+            open_files = lim.rlim_cur,
+            needed,
+            "the open-file limit is below http.max_connections + 1024: raise it (LimitNOFILE=) or lower http.max_connections"
+        );
+    }
 }
 
 /// Records a TFTP transfer on the node whose lease has the peer's address.
