@@ -29,6 +29,14 @@ use tracing::Instrument;
 
 /// What one stage of a step came to.
 #[derive(Debug)]
+/// What a stage's outcome writes to its step.
+enum Record {
+    Wait,
+    Finish(Result<Option<String>, String>),
+    /// Run the stage again after the delay; the error is kept.
+    Retry(String, Duration),
+}
+
 enum StageResult {
     /// Wait for the agent's report.
     Wait,
@@ -167,12 +175,12 @@ impl Conductor {
         let outcome = self.stage(&step, &rec).await;
         renew.abort();
         let phase = step.phase.as_str();
-        let recorded = match outcome {
-            Ok(StageResult::Wait) => self.store.step_wait(step.id, &self.owner).await,
+        let record = match outcome {
+            Ok(StageResult::Wait) => Record::Wait,
             Ok(StageResult::Finish(result)) => {
                 let label = if result.is_ok() { "done" } else { "failed" };
                 self.metrics.step_finished(phase, label, started.elapsed());
-                self.store.step_finish(&step, &self.owner, result).await
+                Record::Finish(result)
             }
             Err(e) if e.is_transient() && (step.attempts as u32) < self.cfg.max_attempts => {
                 let delay = backoff_with_jitter(
@@ -196,9 +204,7 @@ impl Conductor {
                     .await;
                 self.metrics
                     .step_finished(phase, "retried", started.elapsed());
-                self.store
-                    .step_retry(step.id, &self.owner, &e.to_string(), delay)
-                    .await
+                Record::Retry(e.to_string(), delay)
             }
             Err(e) => {
                 let reason = if e.is_transient() {
@@ -208,11 +214,22 @@ impl Conductor {
                 };
                 self.metrics
                     .step_finished(phase, "failed", started.elapsed());
-                self.store
-                    .step_finish(&step, &self.owner, Err(reason))
-                    .await
+                Record::Finish(Err(reason))
             }
         };
+        let mut recorded = self.record(&step, &record).await;
+        // A result that could not be written (the database restarted, a
+        // connection died) is written again on a fresh connection, a few
+        // times, before it is left to the lease: each write is guarded by the
+        // lease, so one that did commit makes the next answer `false`.
+        let mut delay = Duration::from_millis(100);
+        for _ in 0..6 {
+            let Err(e) = &recorded else { break };
+            tracing::info!(error = %e, retry_ms = delay.as_millis() as u64, "recording the step's result failed; writing it again");
+            tokio::time::sleep(delay).await;
+            delay *= 2;
+            recorded = self.record(&step, &record).await;
+        }
         match recorded {
             Ok(true) => {}
             Ok(false) => {
@@ -220,6 +237,23 @@ impl Conductor {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "recording the step's result failed; the lease will lapse and it will run again")
+            }
+        }
+    }
+
+    /// Writes a stage's result, guarded by the step's lease.
+    async fn record(&self, step: &Step, record: &Record) -> crate::store::Result<bool> {
+        match record {
+            Record::Wait => self.store.step_wait(step.id, &self.owner).await,
+            Record::Finish(result) => {
+                self.store
+                    .step_finish(step, &self.owner, result.clone())
+                    .await
+            }
+            Record::Retry(error, delay) => {
+                self.store
+                    .step_retry(step.id, &self.owner, error, *delay)
+                    .await
             }
         }
     }

@@ -363,6 +363,8 @@ where
 struct Download {
     /// The mount's label in the request metrics.
     route: &'static str,
+    /// The mount's directory.
+    root: PathBuf,
     path: PathBuf,
     range: Option<ByteRange>,
     keep_alive: bool,
@@ -482,6 +484,7 @@ fn download(req: &httparse::Request<'_, '_>, mounts: &[Mount]) -> Option<Downloa
     let keep_alive = !close && (version == 1 || keep);
     Some(Download {
         route,
+        root: dir.clone(),
         path: dir.join(rest),
         range,
         keep_alive,
@@ -538,8 +541,8 @@ impl Front {
             };
             let started = Instant::now();
             let opened = {
-                let path = plan.path.clone();
-                tokio::task::spawn_blocking(move || open_regular(&path)).await
+                let (root, path) = (plan.root.clone(), plan.path.clone());
+                tokio::task::spawn_blocking(move || open_regular(&root, &path)).await
             };
             let Ok(Some(file)) = opened else {
                 return self.hand_off(buf, stream, peer, shutdown).await;
@@ -695,14 +698,10 @@ struct Opened {
     modified: Option<SystemTime>,
 }
 
-/// Opens `path` if it is a regular file; `None` for anything else (the
-/// router answers: 404, a directory's redirect, ...).
-fn open_regular(path: &Path) -> Option<Opened> {
-    let file = std::fs::File::open(path).ok()?;
-    let meta = file.metadata().ok()?;
-    if !meta.is_file() {
-        return None;
-    }
+/// Opens `path` if it is a regular file that resolves under `root`; `None`
+/// for anything else (the router answers: 404, a directory's redirect, ...).
+fn open_regular(root: &Path, path: &Path) -> Option<Opened> {
+    let (file, meta) = crate::confined::open_under(root, path).ok()?;
     Some(Opened {
         size: meta.len(),
         modified: meta.modified().ok(),

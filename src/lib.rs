@@ -11,6 +11,7 @@ pub mod boot;
 pub mod cli;
 pub mod conductor;
 pub mod config;
+pub mod confined;
 pub mod dhcp;
 pub mod http_front;
 pub mod log_limit;

@@ -110,6 +110,16 @@ pub async fn start_with(cfg: Config, sockets: Listeners) -> anyhow::Result<Runni
     raise_open_file_limit(cfg.http.max_connections);
     crate::secrets::private_dir(&cfg.data_dir)
         .with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
+    crate::confined::check_mounts(
+        &cfg.data_dir,
+        &[
+            ("boot.assets_dir", &cfg.boot.assets_dir),
+            ("boot.ramdisk_dir", &cfg.boot.ramdisk_dir),
+            ("tftp.root", &cfg.tftp.root),
+        ],
+    )
+    .map_err(|e| anyhow::anyhow!(e))?;
+    warn_of_boot_links(&cfg);
     let secrets = SecretBox::load_or_create(&cfg.secrets.key_file)?;
     let store = Store::open(
         &cfg.database.url,
@@ -254,6 +264,28 @@ pub async fn start_with(cfg: Config, sockets: Listeners) -> anyhow::Result<Runni
         shutdown,
         tasks,
     })
+}
+
+/// Warns of each iPXE binary that DHCP hands out and that is, in the TFTP
+/// root, a link to somewhere outside it: it will not be served (Debian's
+/// `/usr/lib/ipxe/ipxe.efi` is a link to `/boot/ipxe.efi`).
+fn warn_of_boot_links(cfg: &Config) {
+    let f = crate::dhcp::pxe::BootFiles::default();
+    let names = [
+        f.bios.as_str(),
+        f.uefi_x64.as_str(),
+        f.uefi_x64_snponly.as_str(),
+        f.uefi_ia32.as_str(),
+        f.uefi_arm64.as_str(),
+    ];
+    for (name, target) in crate::confined::links_out(&cfg.tftp.root, &names) {
+        tracing::warn!(
+            file = %cfg.tftp.root.join(&name).display(),
+            target = %target.display(),
+            "a boot file is a link out of tftp.root and is not served (over TFTP or HTTP); \
+             copy the files into a directory of their own (cp -L) and set tftp.root to it"
+        );
+    }
 }
 
 /// Raises the soft limit on open descriptors to the hard one (each HTTP

@@ -12,19 +12,23 @@ fn noise(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
 }
 
+/// A server with TFTP on `port` serving `root` (also `/assets/ipxe/`).
+async fn with_tftp(port: u16, root: &std::path::Path) -> Option<TestServer> {
+    let root = root.to_path_buf();
+    TestServer::start(Backend::Sqlite, move |c| {
+        c.tftp.enabled = true;
+        c.tftp.listen = format!("127.0.0.1:{port}").parse().unwrap();
+        c.tftp.root = root;
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn boot_files_over_http_with_ranges_and_over_tftp() {
     let tftp_port = 20000 + (std::process::id() % 20000) as u16;
     let ipxe = tempfile::tempdir().unwrap();
     std::fs::write(ipxe.path().join("undionly.kpxe"), b"iPXE BIOS image").unwrap();
-    let ipxe_dir = ipxe.path().to_path_buf();
-    let Some(s) = TestServer::start(Backend::Sqlite, move |c| {
-        c.tftp.enabled = true;
-        c.tftp.listen = format!("127.0.0.1:{tftp_port}").parse().unwrap();
-        c.tftp.root = ipxe_dir;
-    })
-    .await
-    else {
+    let Some(s) = with_tftp(tftp_port, ipxe.path()).await else {
         return;
     };
     let image = noise(3 << 20);
@@ -296,4 +300,83 @@ async fn downloads_and_api_requests_share_connections() {
         metrics.contains("route=\"/assets/*\""),
         "no boot-file downloads in /metrics:\n{metrics}"
     );
+}
+
+/// A link inside a boot-file directory that leads out of it serves nothing,
+/// whichever way the file is asked for: a plain download (the front), `HEAD`,
+/// a conditional or multi-range request (the router), TFTP; the data
+/// directory's token is never answered. A link that stays inside is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_out_of_a_boot_directory_serve_nothing() {
+    let tftp_port = 20000 + ((std::process::id() + 7) % 20000) as u16;
+    let ipxe = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("ipxe.efi"), b"elsewhere").unwrap();
+    std::os::unix::fs::symlink(
+        outside.path().join("ipxe.efi"),
+        ipxe.path().join("ipxe.efi"),
+    )
+    .unwrap();
+    std::fs::write(ipxe.path().join("undionly.kpxe"), b"iPXE BIOS image").unwrap();
+    std::os::unix::fs::symlink("undionly.kpxe", ipxe.path().join("bios.kpxe")).unwrap();
+    let Some(s) = with_tftp(tftp_port, ipxe.path()).await else {
+        return;
+    };
+    let assets = &s.cfg.boot.assets_dir;
+    std::fs::create_dir_all(assets).unwrap();
+    std::os::unix::fs::symlink(&s.cfg.data_dir, assets.join("dirlink")).unwrap();
+    std::os::unix::fs::symlink(&s.cfg.secrets.admin_token_file, assets.join("token.img")).unwrap();
+    std::fs::write(assets.join("real.img"), b"inside").unwrap();
+    std::os::unix::fs::symlink("real.img", assets.join("alias.img")).unwrap();
+    let token = std::fs::read_to_string(&s.cfg.secrets.admin_token_file).unwrap();
+    let http = reqwest::Client::new();
+    let asks: [(&str, Option<(&str, &str)>); 4] = [
+        ("GET", None),
+        ("HEAD", None),
+        ("GET", Some(("If-None-Match", "\"x\""))),
+        ("GET", Some(("Range", "bytes=0-1,3-4"))),
+    ];
+    for path in [
+        "/assets/dirlink/admin.token",
+        "/assets/token.img",
+        "/assets/ipxe/ipxe.efi",
+    ] {
+        for (method, header) in asks {
+            let mut r = http.request(method.parse().unwrap(), format!("{}{path}", s.url));
+            if let Some((n, v)) = header {
+                r = r.header(n, v);
+            }
+            let r = r.send().await.unwrap();
+            let status = r.status();
+            let body = r.bytes().await.unwrap();
+            assert_eq!(status, 404, "{method} {path} {header:?}");
+            let text = String::from_utf8_lossy(&body);
+            assert!(
+                !text.contains(token.trim()) && !text.contains("elsewhere"),
+                "{method} {path} {header:?} answered the file: {text}"
+            );
+        }
+    }
+    for (path, want) in [
+        ("/assets/alias.img", &b"inside"[..]),
+        ("/assets/ipxe/bios.kpxe", &b"iPXE BIOS image"[..]),
+    ] {
+        let r = http.get(format!("{}{path}", s.url)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(r.bytes().await.unwrap().as_ref(), want, "{path}");
+    }
+    if peers::require(&["curl"], "Debian package curl") {
+        let tftp = |name: &str| {
+            tokio::process::Command::new("curl")
+                .args(["-s", "--max-time", "10"])
+                .arg(format!("tftp://127.0.0.1:{tftp_port}/{name}"))
+                .output()
+        };
+        let out = tftp("ipxe.efi").await.unwrap();
+        assert!(!out.status.success(), "TFTP served a link out of its root");
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("elsewhere"));
+        let out = tftp("bios.kpxe").await.unwrap();
+        assert_eq!(out.stdout, b"iPXE BIOS image");
+    }
+    s.finish().await;
 }

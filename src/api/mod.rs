@@ -210,11 +210,16 @@ pub fn router(app: AppState) -> Router {
     for mount in crate::http_front::mounts(&app.cfg) {
         let at = mount.prefix.trim_end_matches('/');
         let files = tower_http::services::ServeDir::new(&mount.dir);
-        assets = if at == "/assets/ramdisk" {
-            assets.nest_service(at, files.not_found_service(ramdisk_missing.clone()))
+        let served = if at == "/assets/ramdisk" {
+            Router::new().fallback_service(files.not_found_service(ramdisk_missing.clone()))
         } else {
-            assets.nest_service(at, files)
+            Router::new().fallback_service(files)
         };
+        let dir = mount.dir.clone();
+        let served = served.layer(middleware::from_fn(move |req: Request, next: Next| {
+            confine(dir.clone(), req, next)
+        }));
+        assets = assets.nest_service(at, served);
     }
     Router::new()
         .merge(operator)
@@ -224,6 +229,26 @@ pub fn router(app: AppState) -> Router {
         .layer(middleware::from_fn_with_state(app.clone(), track))
         .layer(DefaultBodyLimit::max(app.cfg.http.max_body_bytes))
         .with_state(app)
+}
+
+/// Answers 404 for a name under a boot-file mount (`dir`) that resolves
+/// outside it, before `ServeDir` (which follows links) opens it.
+async fn confine(dir: std::path::PathBuf, req: Request, next: Next) -> Response {
+    let name = percent_encoding::percent_decode_str(req.uri().path())
+        .decode_utf8_lossy()
+        .trim_start_matches('/')
+        .to_string();
+    // `..` and other names ServeDir refuses by itself are left to it.
+    if !name.split('/').any(|seg| seg == "..") {
+        let path = dir.join(&name);
+        let outside = tokio::task::spawn_blocking(move || crate::confined::escapes(&dir, &path))
+            .await
+            .unwrap_or(true);
+        if outside {
+            return ApiError::not_found(format!("no file {name} here")).into_response();
+        }
+    }
+    next.run(req).await
 }
 
 #[utoipa::path(get, path = "/healthz", responses(

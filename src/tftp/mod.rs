@@ -30,6 +30,7 @@ mod transfer;
 
 pub use listen::MAX_TRANSFERS;
 
+use crate::confined::{OpenError, open_under};
 use crate::metrics::Metrics;
 use std::fs::File;
 use std::io;
@@ -164,34 +165,6 @@ impl BootFiles {
     }
 }
 
-/// Opens `root/name` if it is a regular file that really lies under `root`.
-fn open_under(root: &Path, name: &str) -> Result<(File, u64), OpenError> {
-    let path = root.join(name);
-    let real = match std::fs::canonicalize(&path) {
-        Ok(p) => p,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(OpenError::NotFound),
-        Err(e) => return Err(OpenError::Io(e)),
-    };
-    if !real.starts_with(root) {
-        return Err(OpenError::Outside);
-    }
-    let file = File::open(&real).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => OpenError::NotFound,
-        _ => OpenError::Io(e),
-    })?;
-    let meta = file.metadata().map_err(OpenError::Io)?;
-    if !meta.is_file() {
-        return Err(OpenError::NotFound);
-    }
-    Ok((file, meta.len()))
-}
-
-enum OpenError {
-    NotFound,
-    Outside,
-    Io(io::Error),
-}
-
 /// What a read request is answered with.
 #[derive(Debug)]
 pub struct Opened {
@@ -264,10 +237,13 @@ impl BootFiles {
                 content: Content::Generated(bytes),
             });
         }
-        match open_under(&self.root, &name) {
-            Ok((file, len)) => Ok(Opened {
+        match open_under(&self.root, &self.root.join(&name)) {
+            Ok((file, meta)) => Ok(Opened {
                 name,
-                content: Content::File { file, len },
+                content: Content::File {
+                    file,
+                    len: meta.len(),
+                },
             }),
             Err(OpenError::NotFound) => {
                 self.metrics.count("tftp_not_found");
@@ -277,7 +253,7 @@ impl BootFiles {
                     message: "file not found",
                 })
             }
-            Err(OpenError::Outside) => {
+            Err(OpenError::Outside(_)) => {
                 self.refuse(&peer, &name, "resolves outside the root");
                 Err(denied)
             }
@@ -383,12 +359,10 @@ mod tests {
         std::os::unix::fs::symlink(dir.path().join("secret"), root.join("link")).unwrap();
         std::fs::create_dir(root.join("sub")).unwrap();
         let root = std::fs::canonicalize(&root).unwrap();
-        assert!(matches!(open_under(&root, "inside"), Ok((_, 2))));
-        assert!(matches!(open_under(&root, "link"), Err(OpenError::Outside)));
-        assert!(matches!(open_under(&root, "sub"), Err(OpenError::NotFound)));
-        assert!(matches!(
-            open_under(&root, "nope"),
-            Err(OpenError::NotFound)
-        ));
+        let open = |name: &str| open_under(&root, &root.join(name));
+        assert!(matches!(open("inside"), Ok((_, m)) if m.len() == 2));
+        assert!(matches!(open("link"), Err(OpenError::Outside(_))));
+        assert!(matches!(open("sub"), Err(OpenError::NotFound)));
+        assert!(matches!(open("nope"), Err(OpenError::NotFound)));
     }
 }
