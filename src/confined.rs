@@ -34,10 +34,21 @@ fn not_found_or(e: io::Error) -> OpenError {
     }
 }
 
-/// Opens `path` (a name under `root`) if it is a regular file whose real
-/// path lies under `root`'s real path. Never blocks on a FIFO.
+/// The real path of a boot-file directory, resolved once by whoever serves
+/// it (a directory that does not exist yet is kept as written and resolved
+/// again when a name under it seems outside).
+pub fn real_root(dir: &Path) -> PathBuf {
+    std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf())
+}
+
+/// Whether `real` (a resolved path) lies under `root` (from [`real_root`]).
+fn under(root: &Path, real: &Path) -> bool {
+    real.starts_with(root) || std::fs::canonicalize(root).is_ok_and(|r| real.starts_with(r))
+}
+
+/// Opens `path` (a name under `root`, from [`real_root`]) if it is a
+/// regular file whose real path lies under `root`. Never blocks on a FIFO.
 pub fn open_under(root: &Path, path: &Path) -> Result<(File, Metadata), OpenError> {
-    let root = std::fs::canonicalize(root).map_err(not_found_or)?;
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
@@ -46,7 +57,7 @@ pub fn open_under(root: &Path, path: &Path) -> Result<(File, Metadata), OpenErro
     let real = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
         .or_else(|_| std::fs::canonicalize(path))
         .map_err(not_found_or)?;
-    if !real.starts_with(&root) {
+    if !under(root, &real) {
         return Err(OpenError::Outside(real));
     }
     let meta = file.metadata().map_err(OpenError::Io)?;
@@ -56,16 +67,12 @@ pub fn open_under(root: &Path, path: &Path) -> Result<(File, Metadata), OpenErro
     Ok((file, meta))
 }
 
-/// Whether `path` exists and resolves outside `root` (a missing name is not
-/// outside: whoever serves it answers 404).
-pub fn escapes(root: &Path, path: &Path) -> bool {
-    let Ok(real) = std::fs::canonicalize(path) else {
-        return false;
-    };
-    match std::fs::canonicalize(root) {
-        Ok(root) => !real.starts_with(root),
-        Err(_) => true,
-    }
+/// Where `path` leads if it exists and resolves outside `root` (from
+/// [`real_root`]); `None` for a name inside, or a missing one (whoever
+/// serves it answers 404).
+pub fn escapes(root: &Path, path: &Path) -> Option<PathBuf> {
+    let real = std::fs::canonicalize(path).ok()?;
+    (!under(root, &real)).then_some(real)
 }
 
 /// Refuses a configuration under which the data directory would lie inside
@@ -92,15 +99,10 @@ pub fn check_mounts(data_dir: &Path, mounts: &[(&str, &Path)]) -> Result<(), Str
 /// The names of `names` under `root` that are links resolving outside it
 /// (with where they lead): files that will not be served.
 pub fn links_out(root: &Path, names: &[&str]) -> Vec<(String, PathBuf)> {
+    let root = real_root(root);
     names
         .iter()
-        .filter_map(|name| {
-            let path = root.join(name);
-            if !escapes(root, &path) {
-                return None;
-            }
-            Some((name.to_string(), std::fs::canonicalize(&path).ok()?))
-        })
+        .filter_map(|name| Some((name.to_string(), escapes(&root, &root.join(name))?)))
         .collect()
 }
 
@@ -128,7 +130,7 @@ mod tests {
                 ),
                 "{name}"
             );
-            assert!(escapes(&root, &root.join(name)), "{name}");
+            assert!(escapes(&root, &root.join(name)).is_some(), "{name}");
         }
         assert!(matches!(
             open_under(&root, &root.join("sub")),
@@ -138,7 +140,7 @@ mod tests {
             open_under(&root, &root.join("missing")),
             Err(OpenError::NotFound)
         ));
-        assert!(!escapes(&root, &root.join("missing")));
+        assert!(escapes(&root, &root.join("missing")).is_none());
         let out = links_out(&root, &["filelink", "inlink", "missing"]);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].0, "filelink");

@@ -62,6 +62,8 @@ const MAX_HEADERS: usize = 48;
 pub struct Mount {
     pub prefix: &'static str,
     pub label: &'static str,
+    /// The directory's real path, resolved once at start
+    /// ([`crate::confined::real_root`]).
     pub dir: PathBuf,
 }
 
@@ -84,7 +86,7 @@ pub fn mounts(cfg: &crate::config::Config) -> Vec<Mount> {
         .map(|((prefix, label), dir)| Mount {
             prefix,
             label,
-            dir: dir.clone(),
+            dir: crate::confined::real_root(dir),
         })
         .collect()
 }

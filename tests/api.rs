@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::TestServer;
+use common::{TestServer, counter};
 use reqwest::Method;
 use serde_json::{Value, json};
 use sqlx::Row;
@@ -395,17 +395,7 @@ on_both_backends!(list_filters_and_pages);
 
 async fn live_event_stream_resumes_without_loss(s: &TestServer) {
     use futures::StreamExt;
-    let open = |after: Option<i64>| {
-        let mut r = s
-            .http
-            .get(format!("{}/v1/events/stream", s.url))
-            .bearer_auth(&s.token);
-        if let Some(a) = after {
-            r = r.header("Last-Event-ID", a.to_string());
-        }
-        r.send()
-    };
-    let resp = open(None).await.unwrap();
+    let resp = s.event_stream(None).await;
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     let mut body = resp.bytes_stream();
     s.create(fake_node("sse-1", "52:54:00:00:02:01")).await;
@@ -440,7 +430,7 @@ async fn live_event_stream_resumes_without_loss(s: &TestServer) {
     drop(body);
     // Reconnecting with Last-Event-ID replays what came after it, and only that.
     let first = ids[0];
-    let resp = open(Some(first)).await.unwrap();
+    let resp = s.event_stream(Some(first)).await;
     let mut body = resp.bytes_stream();
     let mut replay = String::new();
     let total = s.events("sse-1").await.len();
@@ -464,14 +454,6 @@ async fn live_event_stream_resumes_without_loss(s: &TestServer) {
 }
 on_both_backends!(live_event_stream_resumes_without_loss);
 
-/// A counter from the Prometheus text (0 when absent).
-fn counter(metrics: &str, name: &str) -> u64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// CPU time (user + system) of this process, the server included, in clock ticks.
 fn cpu_ticks() -> u64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
@@ -491,13 +473,7 @@ async fn idle_event_streams_wait(s: &TestServer) {
     }
     let mut streams = Vec::new();
     for _ in 0..200 {
-        let resp = s
-            .http
-            .get(format!("{}/v1/events/stream", s.url))
-            .bearer_auth(&s.token)
-            .send()
-            .await
-            .unwrap();
+        let resp = s.event_stream(None).await;
         assert_eq!(resp.status(), 200);
         streams.push(resp.bytes_stream());
     }

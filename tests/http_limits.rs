@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Backend, TestServer};
+use common::{Backend, TestServer, counter};
 use futures::StreamExt;
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -16,14 +16,6 @@ use tokio::net::TcpStream;
 
 fn host(s: &TestServer) -> String {
     s.url.trim_start_matches("http://").to_string()
-}
-
-/// A counter's value in the metrics text (0 when absent).
-fn counter(metrics: &str, name: &str) -> u64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// Reads until the server closes the connection (EOF or reset), for at most
@@ -187,13 +179,7 @@ async fn event_streams_outlive_the_timeouts() {
     else {
         return;
     };
-    let resp = s
-        .http
-        .get(format!("{}/v1/events/stream", s.url))
-        .bearer_auth(&s.token)
-        .send()
-        .await
-        .unwrap();
+    let resp = s.event_stream(None).await;
     assert_eq!(resp.status(), 200);
     let mut body = resp.bytes_stream();
     tokio::time::sleep(Duration::from_secs(4)).await;

@@ -232,7 +232,7 @@ pub fn router(app: AppState) -> Router {
 }
 
 /// Answers 404 for a name under a boot-file mount (`dir`) that resolves
-/// outside it, before `ServeDir` (which follows links) opens it.
+/// outside it (`dir` is its real path, resolved at start), before `ServeDir` (which follows links) opens it.
 async fn confine(dir: std::path::PathBuf, req: Request, next: Next) -> Response {
     let name = percent_encoding::percent_decode_str(req.uri().path())
         .decode_utf8_lossy()
@@ -241,9 +241,10 @@ async fn confine(dir: std::path::PathBuf, req: Request, next: Next) -> Response 
     // `..` and other names ServeDir refuses by itself are left to it.
     if !name.split('/').any(|seg| seg == "..") {
         let path = dir.join(&name);
-        let outside = tokio::task::spawn_blocking(move || crate::confined::escapes(&dir, &path))
-            .await
-            .unwrap_or(true);
+        let outside =
+            tokio::task::spawn_blocking(move || crate::confined::escapes(&dir, &path).is_some())
+                .await
+                .unwrap_or(true);
         if outside {
             return ApiError::not_found(format!("no file {name} here")).into_response();
         }

@@ -373,6 +373,19 @@ impl TestServer {
         r.text().await.unwrap()
     }
 
+    /// Opens `GET /v1/events/stream` with the admin token, resuming after
+    /// `after` (sent as `Last-Event-ID`) when given.
+    pub async fn event_stream(&self, after: Option<i64>) -> reqwest::Response {
+        let mut r = self
+            .http
+            .get(format!("{}/v1/events/stream", self.url))
+            .bearer_auth(&self.token);
+        if let Some(a) = after {
+            r = r.header("Last-Event-ID", a.to_string());
+        }
+        r.send().await.expect("event stream")
+    }
+
     /// The database, opened directly (to check what is stored at rest).
     pub async fn raw_db(&self) -> sqlx::AnyPool {
         sqlx::any::install_default_drivers();
@@ -382,6 +395,14 @@ impl TestServer {
             .await
             .expect("raw db")
     }
+}
+
+/// A counter's value in the Prometheus text (0 when absent).
+pub fn counter(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// The `racklift.token=` of a boot script, if it has one.
