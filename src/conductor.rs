@@ -13,15 +13,12 @@
 //! last one stopped: nothing is left stuck.
 
 use crate::bmc::{
-    BmcDriver, BmcError, BmcTarget, BootDevice, Drivers, PowerAction, PowerState, VolumeSpec,
-    backoff_with_jitter, bios_mismatches,
+    BmcDriver, BmcError, BootDevice, PowerAction, PowerState, VolumeSpec, backoff_with_jitter,
+    bios_mismatches,
 };
 use crate::config::ConductorConfig;
-use crate::metrics::Metrics;
-use crate::profiles::SharedProfiles;
-use crate::store::{NodeRecord, Phase, Step, Store, StoreError};
+use crate::store::{NodeRecord, Phase, Step, StoreError};
 use serde_json::{Map, Value};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -47,47 +44,36 @@ enum StageResult {
 /// The conductor of this process.
 #[derive(Clone)]
 pub struct Conductor {
-    store: Store,
-    drivers: Drivers,
+    /// The store, the BMC drivers, the counters and the profiles in force.
+    app: crate::app::App,
     cfg: ConductorConfig,
-    metrics: Arc<Metrics>,
-    profiles: SharedProfiles,
     owner: String,
 }
 
 impl Conductor {
-    pub fn new(
-        store: Store,
-        drivers: Drivers,
-        cfg: ConductorConfig,
-        metrics: Arc<Metrics>,
-        profiles: SharedProfiles,
-    ) -> Self {
+    pub fn new(app: crate::app::App) -> Self {
         let owner = format!(
             "{}-{}",
             std::process::id(),
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
         Conductor {
-            store,
-            drivers,
-            cfg,
-            metrics,
-            profiles,
+            cfg: app.cfg.conductor.clone(),
+            app,
             owner,
         }
     }
 
     /// Recovers from a previous run, then runs workers and the reaper until `shutdown` turns true.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), StoreError> {
-        if self.store.backend() == crate::store::Backend::Sqlite {
+        if self.app.store.backend() == crate::store::Backend::Sqlite {
             // Nobody else uses this database: every running step was ours and died with us.
-            let n = self.store.resume_interrupted().await?;
+            let n = self.app.store.resume_interrupted().await?;
             if n > 0 {
                 tracing::info!(steps = n, "resumed steps interrupted by a restart");
             }
         }
-        let reaped = self.store.reap().await?;
+        let reaped = self.app.store.reap().await?;
         if reaped != Default::default() {
             tracing::info!(?reaped, "start-up recovery");
         }
@@ -112,7 +98,7 @@ impl Conductor {
                 _ = shutdown.wait_for(|s| *s) => return,
                 _ = tokio::time::sleep(every) => {}
             }
-            match self.store.reap().await {
+            match self.app.store.reap().await {
                 Ok(r) if r != Default::default() => tracing::info!(?r, "reaper"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "reaper pass failed"),
@@ -125,8 +111,8 @@ impl Conductor {
             if *shutdown.borrow() {
                 return;
             }
-            let notified = self.store.work_ready.notified();
-            match self.store.claim_step(&self.owner, self.cfg.lease).await {
+            let notified = self.app.store.work_ready.notified();
+            match self.app.store.claim_step(&self.owner, self.cfg.lease).await {
                 Ok(Some((step, rec))) => {
                     let span = tracing::info_span!("step", worker = id, step = step.id, node = %rec.node.id, phase = step.phase.as_str(), stage = %step.stage);
                     // Instrumented, never entered across an await: an entered
@@ -159,7 +145,7 @@ impl Conductor {
         let started = Instant::now();
         // Keep the lease while the stage runs.
         let renew = {
-            let store = self.store.clone();
+            let store = self.app.store.clone();
             let owner = self.owner.clone();
             let lease = self.cfg.lease;
             let id = step.id;
@@ -179,7 +165,9 @@ impl Conductor {
             Ok(StageResult::Wait) => Record::Wait,
             Ok(StageResult::Finish(result)) => {
                 let label = if result.is_ok() { "done" } else { "failed" };
-                self.metrics.step_finished(phase, label, started.elapsed());
+                self.app
+                    .metrics
+                    .step_finished(phase, label, started.elapsed());
                 Record::Finish(result)
             }
             Err(e) if e.is_transient() && (step.attempts as u32) < self.cfg.max_attempts => {
@@ -189,6 +177,7 @@ impl Conductor {
                     Duration::from_secs(300),
                 );
                 let _ = self
+                    .app
                     .store
                     .log_event(
                         rec.node.id,
@@ -202,7 +191,8 @@ impl Conductor {
                         ),
                     )
                     .await;
-                self.metrics
+                self.app
+                    .metrics
                     .step_finished(phase, "retried", started.elapsed());
                 Record::Retry(e.to_string(), delay)
             }
@@ -212,7 +202,8 @@ impl Conductor {
                 } else {
                     format!("{phase} failed: {e}")
                 };
-                self.metrics
+                self.app
+                    .metrics
                     .step_finished(phase, "failed", started.elapsed());
                 Record::Finish(Err(reason))
             }
@@ -244,14 +235,16 @@ impl Conductor {
     /// Writes a stage's result, guarded by the step's lease.
     async fn record(&self, step: &Step, record: &Record) -> crate::store::Result<bool> {
         match record {
-            Record::Wait => self.store.step_wait(step.id, &self.owner).await,
+            Record::Wait => self.app.store.step_wait(step.id, &self.owner).await,
             Record::Finish(result) => {
-                self.store
+                self.app
+                    .store
                     .step_finish(step, &self.owner, result.clone())
                     .await
             }
             Record::Retry(error, delay) => {
-                self.store
+                self.app
+                    .store
                     .step_retry(step.id, &self.owner, error, *delay)
                     .await
             }
@@ -259,7 +252,7 @@ impl Conductor {
     }
 
     fn driver(&self, rec: &NodeRecord) -> Result<Box<dyn BmcDriver>, BmcError> {
-        driver_for_record(&self.store, &self.drivers, rec)
+        self.app.driver(rec)
     }
 
     /// The BIOS and RAID settings of the node's profile (empty when it has none).
@@ -267,7 +260,7 @@ impl Conductor {
         let Some(name) = &rec.node.profile else {
             return ProfileSettings::default();
         };
-        let set = self.profiles.read().map(|p| p.clone()).unwrap_or_default();
+        let set = self.app.current_profiles();
         let Some(p) = set.iter().find(|p| &p.name == name) else {
             return ProfileSettings::default();
         };
@@ -395,6 +388,7 @@ impl Conductor {
 
     async fn note(&self, rec: &NodeRecord, text: &str) {
         if let Err(e) = self
+            .app
             .store
             .log_event(rec.node.id, "bmc", "conductor", text)
             .await
@@ -411,7 +405,7 @@ impl Conductor {
         rec: &NodeRecord,
         step: &Step,
     ) -> Result<(), BmcError> {
-        if let Err(e) = self.store.new_agent_boot(step.id).await {
+        if let Err(e) = self.app.store.new_agent_boot(step.id).await {
             // The earlier boot's token stays: a used one is not handed out
             // again, so this boot waits for the ramdisk until the deadline.
             tracing::warn!(error = %e, "forgetting the previous boot's agent token failed");
@@ -447,6 +441,7 @@ impl Conductor {
     async fn record_power(&self, d: &dyn BmcDriver, rec: &NodeRecord) -> Result<(), BmcError> {
         let p = d.power_state().await?;
         if let Err(e) = self
+            .app
             .store
             .set_power_state(rec.node.id, p.as_str(), "conductor")
             .await
@@ -470,6 +465,7 @@ impl Conductor {
             (Phase::Verify, _) => {
                 let p = d.power_state().await?;
                 if let Err(e) = self
+                    .app
                     .store
                     .set_power_state(rec.node.id, p.as_str(), "conductor")
                     .await
@@ -549,18 +545,6 @@ impl Conductor {
             },
         })
     }
-}
-
-/// The driver for a stored node's BMC (its password unsealed).
-pub fn driver_for_record(
-    store: &Store,
-    drivers: &Drivers,
-    rec: &NodeRecord,
-) -> Result<Box<dyn BmcDriver>, BmcError> {
-    let password = store
-        .bmc_password(rec)
-        .map_err(|e| BmcError::Unsupported(e.to_string()))?;
-    drivers.driver_for(&BmcTarget::of(rec, password))
 }
 
 /// A profile's `[bios]` and `[raid]` tables.

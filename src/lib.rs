@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod app;
 pub mod bmc;
 pub mod boot;
 pub mod cli;

@@ -9,8 +9,8 @@
 //! against, so a conductor's newer reading is never overwritten. A BMC that
 //! does not answer is skipped until the next round; it makes no event.
 
+use crate::app::bmc::driver_for_record;
 use crate::bmc::{Drivers, PowerState};
-use crate::conductor::driver_for_record;
 use crate::store::{NodeRecord, Store, StoreError};
 use futures::StreamExt;
 use std::time::{Duration, Instant};

@@ -135,7 +135,7 @@ pub async fn start_with(cfg: Config, sockets: Listeners) -> anyhow::Result<Runni
     {
         tracing::warn!(path = %path.display(), "first start: an admin API token was written to this file (mode 0600)");
     }
-    let profiles = crate::api::profiles::load(&cfg.profiles_dir)
+    let profiles = crate::app::profiles::load(&cfg.profiles_dir)
         .map_err(|e| anyhow::anyhow!("profiles: {e}"))?;
     store.sync_pools(&profiles).await?;
     tracing::info!(count = profiles.len(), dir = %cfg.profiles_dir.display(), "profiles loaded");
@@ -170,14 +170,16 @@ pub async fn start_with(cfg: Config, sockets: Listeners) -> anyhow::Result<Runni
             }
         }));
     }
+    let cfg = Arc::new(cfg);
+    let core = crate::app::App {
+        store: store.clone(),
+        cfg: cfg.clone(),
+        metrics: metrics.clone(),
+        drivers: drivers.clone(),
+        profiles,
+    };
     {
-        let conductor = Conductor::new(
-            store.clone(),
-            drivers.clone(),
-            cfg.conductor.clone(),
-            metrics.clone(),
-            profiles.clone(),
-        );
+        let conductor = Conductor::new(core.clone());
         let sd = rx.clone();
         tasks.push(tokio::spawn(async move {
             if let Err(e) = conductor.run(sd).await {
@@ -238,14 +240,7 @@ pub async fn start_with(cfg: Config, sockets: Listeners) -> anyhow::Result<Runni
     }
     let front_mounts = crate::http_front::mounts(&cfg);
     let front_metrics = metrics.clone();
-    let app = AppState::new(
-        store.clone(),
-        Arc::new(cfg),
-        metrics,
-        drivers.clone(),
-        head_rx,
-        profiles,
-    );
+    let app = AppState::new(core, head_rx);
     let limits = crate::http_front::Limits::from_config(&app.cfg.http);
     let front_shutdown = rx.clone();
     tasks.push(tokio::spawn(crate::http_front::serve(

@@ -11,18 +11,17 @@
 //! retrying), `bmc_auth` (502), `bmc_refused` (502, the BMC's own message),
 //! `bmc_unsupported` (422), and a RAID volume the BMC does not have is
 //! `404 volume_not_found`. Bodies are bounded by [`crate::node::limits`].
+//! The ownership rule and the events are [`crate::app::bmc`]'s.
 
 use super::error::ErrorBody;
 use super::nodes::actor;
 use super::{ApiError, ApiJson, AppState};
 use crate::bmc::{
-    BiosSettings, BmcDriver, BmcError, BmcInventory, BootDevice, BootOverride, FirmwareBoot,
-    PowerAction, RaidVolume, VolumeSpec,
+    BiosSettings, BmcError, BmcInventory, BootDevice, BootOverride, FirmwareBoot, PowerAction,
+    RaidVolume, VolumeSpec,
 };
-use crate::conductor::driver_for_record;
 use crate::node::FieldError;
 use crate::node::limits::{self, check_count, check_len, check_opt};
-use crate::store::NodeRecord;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -43,58 +42,6 @@ impl From<BmcError> for ApiError {
         };
         ApiError::new(status, code, e.to_string())
     }
-}
-
-/// The node's record and its driver; for a change, refused while racklift owns the power.
-async fn node_driver(
-    app: &AppState,
-    id: &str,
-    change: bool,
-) -> Result<(NodeRecord, Box<dyn BmcDriver>), ApiError> {
-    let rec = app.store.get_record(id).await?;
-    if change && rec.node.state.is_transient() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "power_owned",
-            format!(
-                "node '{}' is {}: racklift drives its BMC until that step ends; wait for it or abort it first",
-                rec.node.name, rec.node.state
-            ),
-        ));
-    }
-    let d = driver_for_record(&app.store, &app.drivers, &rec)?;
-    if d.is_manual() && change {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "bmc_unsupported",
-            format!("node '{}' has no BMC (driver 'none')", rec.node.name),
-        ));
-    }
-    Ok((rec, d))
-}
-
-/// Records what a change came to as a node event: `done(result)`, or
-/// "`asked` failed: why"; passes the result on.
-async fn record<T>(
-    app: &AppState,
-    rec: &NodeRecord,
-    headers: &HeaderMap,
-    asked: &str,
-    r: Result<T, BmcError>,
-    done: impl FnOnce(&T) -> String,
-) -> Result<T, ApiError> {
-    let text = match &r {
-        Ok(v) => done(v),
-        Err(e) => format!("{asked} failed: {e}"),
-    };
-    if let Err(e) = app
-        .store
-        .log_event(rec.node.id, "bmc", &actor(headers), &text)
-        .await
-    {
-        tracing::warn!(error = %e, "recording an event failed");
-    }
-    Ok(r?)
 }
 
 /// A power state as the API shows it.
@@ -121,7 +68,7 @@ pub(super) async fn power_status(
     State(app): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<PowerView>, ApiError> {
-    let (rec, d) = node_driver(&app, &id, false).await?;
+    let (rec, d) = app.node_driver(&id, false).await?;
     let p = d.power_state().await?;
     if p != crate::bmc::PowerState::Unknown {
         app.store
@@ -150,10 +97,11 @@ pub(super) async fn power(
         .action
         .parse()
         .map_err(|e: String| ApiError::bad_request("invalid_field", format!("action: {e}")))?;
-    let (rec, d) = node_driver(&app, &id, true).await?;
+    let (rec, d) = app.node_driver(&id, true).await?;
     let asked = format!("power {}", body.action);
     let r = d.power(action).await;
-    record(&app, &rec, &headers, &asked, r, |_| asked.clone()).await?;
+    app.record_bmc_change(&rec, &actor(&headers), &asked, r, |_| asked.clone())
+        .await?;
     let p = d.power_state().await?;
     if p != crate::bmc::PowerState::Unknown {
         app.store
@@ -202,7 +150,7 @@ pub(super) async fn boot_device(
             ));
         }
     };
-    let (rec, d) = node_driver(&app, &id, true).await?;
+    let (rec, d) = app.node_driver(&id, true).await?;
     let asked = format!(
         "boot device {} ({}{})",
         serde_json::to_value(body.device)
@@ -223,7 +171,8 @@ pub(super) async fn boot_device(
             mode,
         })
         .await;
-    record(&app, &rec, &headers, &asked, r, |_| asked.clone()).await?;
+    app.record_bmc_change(&rec, &actor(&headers), &asked, r, |_| asked.clone())
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -236,7 +185,7 @@ pub(super) async fn bios(
     State(app): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<BiosSettings>, ApiError> {
-    let (_, d) = node_driver(&app, &id, false).await?;
+    let (_, d) = app.node_driver(&id, false).await?;
     Ok(Json(d.bios().await?))
 }
 
@@ -268,13 +217,12 @@ pub(super) async fn set_bios(
         ));
     }
     check_bios(&body.attributes)?;
-    let (rec, d) = node_driver(&app, &id, true).await?;
+    let (rec, d) = app.node_driver(&id, true).await?;
     let attrs = Value::Object(body.attributes.clone());
     let r = d.set_bios(&body.attributes).await;
-    record(
-        &app,
+    app.record_bmc_change(
         &rec,
-        &headers,
+        &actor(&headers),
         &format!("BIOS settings {attrs}"),
         r,
         |_| format!("BIOS settings set, applied at the next boot: {attrs}"),
@@ -298,7 +246,7 @@ pub(super) async fn raid(
     State(app): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<RaidView>, ApiError> {
-    let (_, d) = node_driver(&app, &id, false).await?;
+    let (_, d) = app.node_driver(&id, false).await?;
     Ok(Json(RaidView {
         volumes: d.raid_volumes().await?,
     }))
@@ -320,18 +268,19 @@ pub(super) async fn create_volume(
     check_volume(&spec)?;
     spec.check()
         .map_err(|e| ApiError::bad_request("invalid_field", e.to_string()))?;
-    let (rec, d) = node_driver(&app, &id, true).await?;
+    let (rec, d) = app.node_driver(&id, true).await?;
     let r = d.create_volume(&spec).await;
     let asked = format!("RAID volume {} on {}", spec.level, spec.drives.join(", "));
-    let v = record(&app, &rec, &headers, &asked, r, |v| {
-        format!(
-            "RAID volume '{}' created: {} on {}",
-            v.id,
-            v.level.as_deref().unwrap_or("?"),
-            v.drives.join(", ")
-        )
-    })
-    .await?;
+    let v = app
+        .record_bmc_change(&rec, &actor(&headers), &asked, r, |v| {
+            format!(
+                "RAID volume '{}' created: {} on {}",
+                v.id,
+                v.level.as_deref().unwrap_or("?"),
+                v.drives.join(", ")
+            )
+        })
+        .await?;
     Ok((StatusCode::CREATED, Json(v)))
 }
 
@@ -348,12 +297,11 @@ pub(super) async fn delete_volume(
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     check_len("volume", &volume, limits::BMC_ID)?;
-    let (rec, d) = node_driver(&app, &id, true).await?;
+    let (rec, d) = app.node_driver(&id, true).await?;
     let r = d.delete_volume(&volume).await;
-    record(
-        &app,
+    app.record_bmc_change(
         &rec,
-        &headers,
+        &actor(&headers),
         &format!("deleting RAID volume '{volume}'"),
         r,
         |_| format!("RAID volume '{volume}' deleted"),
@@ -371,7 +319,7 @@ pub(super) async fn inventory(
     State(app): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<BmcInventory>, ApiError> {
-    let (_, d) = node_driver(&app, &id, false).await?;
+    let (_, d) = app.node_driver(&id, false).await?;
     Ok(Json(d.inventory().await?))
 }
 

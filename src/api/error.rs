@@ -119,6 +119,26 @@ impl From<FieldError> for ApiError {
     }
 }
 
+impl From<crate::app::AppError> for ApiError {
+    fn from(e: crate::app::AppError) -> Self {
+        use crate::app::AppError as E;
+        match e {
+            E::Invalid { code, message } => ApiError::bad_request(code, message),
+            E::Unauthorized(m) => ApiError::unauthorized(m),
+            E::Forbidden { code, message } => ApiError::forbidden_code(code, message),
+            E::NotFound(m) => ApiError::not_found(m),
+            E::Conflict { code, message } => ApiError::new(StatusCode::CONFLICT, code, message),
+            E::TooMany {
+                message,
+                retry_after,
+            } => ApiError::too_many(message, retry_after),
+            E::Field(f) => f.into(),
+            E::Bmc(b) => b.into(),
+            E::Store(e) => e.into(),
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {

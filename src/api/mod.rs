@@ -17,10 +17,7 @@ mod tokens;
 
 pub use error::{ApiError, ApiJson};
 
-use crate::bmc::Drivers;
-use crate::config::Config;
-use crate::metrics::Metrics;
-use crate::store::{Role, Store};
+use crate::store::Role;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{Method, StatusCode, header};
@@ -38,37 +35,30 @@ pub(crate) type NodeJsonCache = HashMap<uuid::Uuid, (i64, Arc<str>)>;
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
-    pub store: Store,
-    pub cfg: Arc<Config>,
-    pub metrics: Arc<Metrics>,
-    pub drivers: Drivers,
+    /// The operations (the store, configuration, counters, BMC drivers and
+    /// profiles are reached through it: `app.store`, ...).
+    pub core: crate::app::App,
     /// The newest event id known to this process (wakes the live stream).
     pub events_head: watch::Receiver<i64>,
     token_cache: Arc<Mutex<HashMap<String, (Role, Instant)>>>,
     /// Each node's JSON at a generation; exact, since every change bumps it.
     pub(crate) node_json: Arc<Mutex<NodeJsonCache>>,
-    /// The profile set in force (replaced whole by a successful reload).
-    pub profiles: crate::profiles::SharedProfiles,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = crate::app::App;
+    fn deref(&self) -> &crate::app::App {
+        &self.core
+    }
 }
 
 impl AppState {
-    pub fn new(
-        store: Store,
-        cfg: Arc<Config>,
-        metrics: Arc<Metrics>,
-        drivers: Drivers,
-        events_head: watch::Receiver<i64>,
-        profiles: crate::profiles::SharedProfiles,
-    ) -> Self {
+    pub fn new(core: crate::app::App, events_head: watch::Receiver<i64>) -> Self {
         AppState {
-            store,
-            cfg,
-            metrics,
-            drivers,
+            core,
             events_head,
             token_cache: Arc::default(),
             node_json: Arc::default(),
-            profiles,
         }
     }
 

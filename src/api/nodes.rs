@@ -2,9 +2,9 @@
 
 use super::error::{ErrorBody, OptJson};
 use super::{ApiError, ApiJson, AppState};
-use crate::node::limits::{self, check_len, check_opt};
+
 use crate::node::{NewNode, Node, NodePatch};
-use crate::state::{Event, State as NodeState};
+use crate::state::State as NodeState;
 use crate::store::NodeFilter;
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -34,34 +34,6 @@ pub(super) struct Enrolled {
     notes: Vec<String>,
 }
 
-/// Takes the MACs an operator's node names from discovered nodes nobody has
-/// managed yet; returns what was taken.
-async fn take_from_discovered(
-    app: &AppState,
-    macs: &[crate::node::MacAddr],
-    name: &str,
-    node: Option<uuid::Uuid>,
-    actor: &str,
-) -> Result<Vec<String>, ApiError> {
-    let notes = app
-        .store
-        .take_discovered_macs(macs, name, node, actor)
-        .await?;
-    if !notes.is_empty() {
-        app.metrics.count("discovered_macs_taken");
-    }
-    Ok(notes)
-}
-
-/// Records on the operator's node what its change took from discovered nodes.
-async fn note_taken(app: &AppState, node: uuid::Uuid, notes: &[String], actor: &str) {
-    for n in notes {
-        if let Err(e) = app.store.log_event(node, "updated", actor, n).await {
-            tracing::warn!(error = %e, "recording a taken MAC failed");
-        }
-    }
-}
-
 #[utoipa::path(post, path = "/v1/nodes", request_body = NewNode,
     responses((status = 201, body = Enrolled),
         (status = 400, body = ErrorBody, description = "Invalid body: malformed_json, invalid_body, or invalid_field naming the field (and its limit: at most 64 MACs, names of 63 characters ...)"),
@@ -72,11 +44,7 @@ pub(super) async fn create(
     headers: HeaderMap,
     ApiJson(new): ApiJson<NewNode>,
 ) -> Result<Response, ApiError> {
-    let who = actor(&headers);
-    let (name, macs) = new.validate()?;
-    let notes = take_from_discovered(&app, &macs, &name, None, &who).await?;
-    let node = app.store.create_node(&new, &who).await?;
-    note_taken(&app, node.id, &notes, &who).await;
+    let (node, notes) = app.enrol_node(&new, &actor(&headers)).await?;
     let location = format!("/v1/nodes/{}", node.id);
     Ok((
         StatusCode::CREATED,
@@ -236,18 +204,7 @@ pub(super) async fn update(
     if let Some(g) = if_match(&headers)? {
         patch.generation = Some(g);
     }
-    let who = actor(&headers);
-    let mut wanted: Vec<crate::node::MacAddr> = patch.macs.clone().unwrap_or_default();
-    wanted.extend(patch.boot_mac.flatten());
-    let mut notes = Vec::new();
-    if !wanted.is_empty() {
-        patch.check()?;
-        let cur = app.store.get_node(&id).await?;
-        let name = patch.name.clone().unwrap_or(cur.name);
-        notes = take_from_discovered(&app, &wanted, &name, Some(cur.id), &who).await?;
-    }
-    let node = app.store.update_node(&id, &patch, &who).await?;
-    note_taken(&app, node.id, &notes, &who).await;
+    let node = app.update_node(&id, &patch, &actor(&headers)).await?;
     Ok(Json(node))
 }
 
@@ -258,7 +215,7 @@ pub(super) async fn delete(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    app.store.delete_node(&id, &actor(&headers)).await?;
+    app.delete_node(&id, &actor(&headers)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -272,9 +229,6 @@ pub(super) struct ActionBody {
     generation: Option<i64>,
 }
 
-/// Every action name the API takes.
-pub const ACTIONS: &str = "manage, inspect, provide, deploy, configure, reprovision, undeploy, abort, maintenance_on, maintenance_off";
-
 #[utoipa::path(post, path = "/v1/nodes/{id}/actions/{action}", request_body(content = Option<ActionBody>),
     params(("id" = String, Path, description = "UUID or name"), ("action" = String, Path, description = "manage, inspect, provide, deploy, configure, reprovision, undeploy, abort, maintenance_on, maintenance_off")),
     responses((status = 202, body = Node, description = "Accepted; work queued"),
@@ -287,40 +241,16 @@ pub(super) async fn action(
     headers: HeaderMap,
     OptJson(body): OptJson<ActionBody>,
 ) -> Result<Response, ApiError> {
-    let who = actor(&headers);
     let generation = if_match(&headers)?.or(body.generation);
-    check_opt("reason", body.reason.as_deref(), limits::REASON)?;
-    check_len("action", &action, limits::WORD)?;
-    let node = match action.as_str() {
-        "maintenance_on" => {
-            let reason = body.reason.as_deref().filter(|r| !r.trim().is_empty()).ok_or_else(|| {
-                ApiError::bad_request("invalid_field", "reason: maintenance_on needs a reason, e.g. {\"reason\": \"replacing a DIMM\"}")
-            })?;
-            app.store
-                .set_maintenance(&id, true, Some(reason), &who)
-                .await?
-        }
-        "maintenance_off" => {
-            app.store
-                .set_maintenance(&id, false, body.reason.as_deref(), &who)
-                .await?
-        }
-        other => {
-            let event = other
-                .parse::<Event>()
-                .ok()
-                .filter(|e| e.is_operator_action())
-                .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "unknown_action",
-                        format!("unknown action '{other}'; actions are: {ACTIONS}"),
-                    )
-                })?;
-            app.store
-                .act(&id, event, &who, body.reason.as_deref(), generation)
-                .await?
-        }
-    };
+    let node = app
+        .act(
+            &id,
+            &action,
+            body.reason.as_deref(),
+            generation,
+            &actor(&headers),
+        )
+        .await?;
     Ok((StatusCode::ACCEPTED, Json(node)).into_response())
 }
 

@@ -6,7 +6,7 @@ use super::{ApiError, ApiJson, AppState};
 use crate::node::FieldError;
 use crate::node::limits::{self, check_count, check_len, check_opt};
 use crate::profiles::matcher::{Fact, Facts};
-use crate::profiles::{Profile, Verdict, evaluate, load_dir};
+use crate::profiles::{Profile, Verdict, evaluate};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -15,17 +15,8 @@ use serde_json::json;
 use std::sync::Arc;
 use utoipa::ToSchema;
 
-/// Loads the profile directory; a missing directory is an empty set.
-pub fn load(dir: &std::path::Path) -> Result<Vec<Profile>, crate::profiles::ProfileError> {
-    if !dir.exists() {
-        tracing::info!(dir = %dir.display(), "no profile directory: no profiles");
-        return Ok(Vec::new());
-    }
-    load_dir(dir)
-}
-
 fn current(app: &AppState) -> Arc<Vec<Profile>> {
-    app.profiles.read().map(|p| p.clone()).unwrap_or_default()
+    app.current_profiles()
 }
 
 /// A profile in the list.
@@ -75,26 +66,17 @@ pub(super) async fn show(
 pub(super) async fn reload(
     State(app): State<AppState>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    match load(&app.cfg.profiles_dir) {
-        Ok(set) => {
-            app.store.sync_pools(&set).await?;
-            let names: Vec<String> = set.iter().map(|p| p.name.clone()).collect();
-            if let Ok(mut p) = app.profiles.write() {
-                *p = Arc::new(set);
-            }
-            tracing::info!(?names, "profiles reloaded");
-            Ok(Json(json!({"loaded": names})))
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "profile reload refused; the previous set stays in force");
-            Err(ApiError {
-                status: StatusCode::BAD_REQUEST,
-                code: "invalid_profile",
-                message: format!("{e}; the previous profiles stay in force"),
-                extra: Some(json!({"file": e.file, "line": e.line})),
-                retry_after: None,
-            })
-        }
+    use crate::app::profiles::ReloadError;
+    match app.reload_profiles().await {
+        Ok(names) => Ok(Json(json!({"loaded": names}))),
+        Err(ReloadError::Store(e)) => Err(e.into()),
+        Err(ReloadError::Profile(e)) => Err(ApiError {
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_profile",
+            message: format!("{e}; the previous profiles stay in force"),
+            extra: Some(json!({"file": e.file, "line": e.line})),
+            retry_after: None,
+        }),
     }
 }
 
