@@ -1,8 +1,10 @@
 //! The conductor: runs each node's steps as durable work.
 //!
 //! A bounded pool of workers claims due steps from the store under a lease
-//! (renewed while the step runs), performs the step's stage through the node's
-//! BMC driver, and records the result. Transient BMC failures are retried with
+//! (renewed while the step runs) and performs the stages of the step's plan
+//! ([`crate::plan`]) through the node's BMC driver, one after the other,
+//! recording each stage's result before the next starts. A stage that fails
+//! runs the cleanups the plan owes (in reverse order), then the node fails. Transient BMC failures are retried with
 //! exponential backoff (with jitter) up to `max_attempts`; anything else fails
 //! the node into the phase's failed state with the reason. Cleaning applies the
 //! BIOS and RAID settings of the node's profile through the driver before the
@@ -17,28 +19,21 @@ use crate::bmc::{
     bios_mismatches,
 };
 use crate::config::ConductorConfig;
-use crate::store::{NodeRecord, Phase, Step, StoreError};
+use crate::plan::{Cleanup, Stage};
+use crate::store::{NodeRecord, Step, StoreError};
 use serde_json::{Map, Value};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-/// What one stage of a step came to.
+/// What performing one stage came to.
 #[derive(Debug)]
-/// What a stage's outcome writes to its step.
-enum Record {
-    Wait,
-    Finish(Result<Option<String>, String>),
-    /// Run the stage again after the delay; the error is kept.
-    Retry(String, Duration),
-}
-
-enum StageResult {
-    /// Wait for the agent's report.
-    Wait,
-    /// The phase is over: done (with a note) or failed (with the reason).
-    Finish(Result<Option<String>, String>),
+pub enum Performed {
+    /// Done, with a note for the stage record.
+    Done(Option<String>),
+    /// Failed for good, with the reason.
+    Failed(String),
 }
 
 /// The conductor of this process.
@@ -141,9 +136,9 @@ impl Conductor {
         }
     }
 
-    async fn run_step(&self, step: Step, rec: NodeRecord) {
+    async fn run_step(&self, mut step: Step, rec: NodeRecord) {
         let started = Instant::now();
-        // Keep the lease while the stage runs.
+        // Keep the lease while the stages run.
         let renew = {
             let store = self.app.store.clone();
             let owner = self.owner.clone();
@@ -158,95 +153,236 @@ impl Conductor {
                 }
             })
         };
-        let outcome = self.stage(&step, &rec).await;
-        renew.abort();
         let phase = step.phase.as_str();
-        let record = match outcome {
-            Ok(StageResult::Wait) => Record::Wait,
-            Ok(StageResult::Finish(result)) => {
-                let label = if result.is_ok() { "done" } else { "failed" };
-                self.app
-                    .metrics
-                    .step_finished(phase, label, started.elapsed());
-                Record::Finish(result)
+        let label = self.run_stages(&mut step, &rec).await;
+        renew.abort();
+        if let Some(label) = label {
+            self.app
+                .metrics
+                .step_finished(phase, label, started.elapsed());
+        }
+    }
+
+    /// Runs the step's stages from its current one until it waits, retries,
+    /// finishes or is no longer ours. Returns how it ended, for the metrics.
+    async fn run_stages(&self, step: &mut Step, rec: &NodeRecord) -> Option<&'static str> {
+        let phase = step.phase;
+        loop {
+            if let Some(reason) = step.failure.clone() {
+                self.clean_up(step, rec).await;
+                let s: &Step = step;
+                self.persist(|| {
+                    self.app
+                        .store
+                        .step_finish(s, &self.owner, Err(reason.clone()), None)
+                })
+                .await?;
+                return Some("failed");
             }
-            Err(e) if e.is_transient() && (step.attempts as u32) < self.cfg.max_attempts => {
-                let delay = backoff_with_jitter(
-                    self.cfg.retry_backoff,
-                    step.attempts.max(1) as u32 - 1,
-                    Duration::from_secs(300),
-                );
-                let _ = self
-                    .app
-                    .store
-                    .log_event(
-                        rec.node.id,
-                        "bmc",
-                        "conductor",
+            let stage = step.stage;
+            if stage.awaits() {
+                // The report is not in yet (a step of an earlier shape).
+                self.persist(|| self.app.store.step_wait(step.id, &self.owner))
+                    .await?;
+                return None;
+            }
+            let span = tracing::info_span!("stage", stage = stage.as_str());
+            let performed = self.perform(step, rec).instrument(span.clone()).await;
+            let performed = if self.cfg.repeat_stages {
+                // Every stage twice: what an idempotent stage must survive
+                // (a crash after its work, before its record).
+                match performed {
+                    Ok(Performed::Done(_)) => self.perform(step, rec).instrument(span).await,
+                    other => other,
+                }
+            } else {
+                performed
+            };
+            match performed {
+                Ok(Performed::Done(note)) => match phase.after(stage) {
+                    Some(next) => {
+                        self.persist(|| {
+                            self.app.store.step_advance(
+                                step.id,
+                                &self.owner,
+                                stage,
+                                note.as_deref(),
+                                next,
+                            )
+                        })
+                        .await?;
+                        if next.awaits() {
+                            return None;
+                        }
+                        step.stage = next;
+                        step.attempts = 1;
+                    }
+                    None => {
+                        // The phase's result: the agent's report when there
+                        // was one, else the last stage's note.
+                        let result = match &step.outcome {
+                            Some(o) => o.message.clone(),
+                            None => note.clone(),
+                        };
+                        let s: &Step = step;
+                        self.persist(|| {
+                            self.app.store.step_finish(
+                                s,
+                                &self.owner,
+                                Ok(result.clone()),
+                                Some((stage, note.clone())),
+                            )
+                        })
+                        .await?;
+                        return Some("done");
+                    }
+                },
+                Ok(Performed::Failed(reason)) => {
+                    self.fail_at(step, stage, reason).await?;
+                }
+                Err(e) if e.is_transient() && (step.attempts as u32) < self.cfg.max_attempts => {
+                    let delay = backoff_with_jitter(
+                        self.cfg.retry_backoff,
+                        step.attempts.max(1) as u32 - 1,
+                        Duration::from_secs(300),
+                    );
+                    self.note(
+                        rec,
                         &format!(
-                            "attempt {} of {} failed, retrying in {} ms: {e}",
+                            "{stage}: attempt {} of {} failed, retrying in {} ms: {e}",
                             step.attempts,
                             self.cfg.max_attempts,
                             delay.as_millis()
                         ),
                     )
                     .await;
-                self.app
-                    .metrics
-                    .step_finished(phase, "retried", started.elapsed());
-                Record::Retry(e.to_string(), delay)
-            }
-            Err(e) => {
-                let reason = if e.is_transient() {
-                    format!("{phase} failed after {} attempts: {e}", step.attempts)
-                } else {
-                    format!("{phase} failed: {e}")
-                };
-                self.app
-                    .metrics
-                    .step_finished(phase, "failed", started.elapsed());
-                Record::Finish(Err(reason))
-            }
-        };
-        let mut recorded = self.record(&step, &record).await;
-        // A result that could not be written (the database restarted, a
-        // connection died) is written again on a fresh connection, a few
-        // times, before it is left to the lease: each write is guarded by the
-        // lease, so one that did commit makes the next answer `false`.
-        let mut delay = Duration::from_millis(100);
-        for _ in 0..6 {
-            let Err(e) = &recorded else { break };
-            tracing::info!(error = %e, retry_ms = delay.as_millis() as u64, "recording the step's result failed; writing it again");
-            tokio::time::sleep(delay).await;
-            delay *= 2;
-            recorded = self.record(&step, &record).await;
-        }
-        match recorded {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::info!("step was taken over or cancelled meanwhile; result dropped")
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "recording the step's result failed; the lease will lapse and it will run again")
+                    let error = e.to_string();
+                    self.persist(|| {
+                        self.app
+                            .store
+                            .step_retry(step.id, &self.owner, stage, &error, delay)
+                    })
+                    .await?;
+                    return Some("retried");
+                }
+                Err(e) => {
+                    let reason = if e.is_transient() {
+                        format!(
+                            "{phase} failed at {stage} after {} attempts: {e}",
+                            step.attempts
+                        )
+                    } else {
+                        format!("{phase} failed at {stage}: {e}")
+                    };
+                    self.fail_at(step, stage, reason).await?;
+                }
             }
         }
     }
 
-    /// Writes a stage's result, guarded by the step's lease.
-    async fn record(&self, step: &Step, record: &Record) -> crate::store::Result<bool> {
-        match record {
-            Record::Wait => self.app.store.step_wait(step.id, &self.owner).await,
-            Record::Finish(result) => {
-                self.app
-                    .store
-                    .step_finish(step, &self.owner, result.clone())
-                    .await
+    /// Records that `stage` failed; the loop then runs the cleanups.
+    async fn fail_at(&self, step: &mut Step, stage: Stage, reason: String) -> Option<()> {
+        self.persist(|| {
+            self.app
+                .store
+                .step_failing(step.id, &self.owner, stage, &reason)
+        })
+        .await?;
+        step.failure = Some(reason);
+        Some(())
+    }
+
+    /// The cleanups a failed step owes, the latest stage's first; each is
+    /// tried once and recorded, and none stops the others.
+    async fn clean_up(&self, step: &Step, rec: &NodeRecord) {
+        let cleanups = step.phase.cleanups_at(step.stage);
+        if cleanups.is_empty() {
+            return;
+        }
+        let d = match self.driver(rec) {
+            Ok(d) => d,
+            Err(e) => {
+                self.note(rec, &format!("cleanups skipped: {e}")).await;
+                return;
             }
-            Record::Retry(error, delay) => {
-                self.app
-                    .store
-                    .step_retry(step.id, &self.owner, error, *delay)
-                    .await
+        };
+        for (stage, cleanup) in cleanups {
+            let result = match self.undo(d.as_ref(), rec, cleanup).await {
+                Ok(note) => Ok(note),
+                Err(e) => {
+                    self.note(
+                        rec,
+                        &format!("cleanup {} of {stage} failed: {e}", cleanup.as_str()),
+                    )
+                    .await;
+                    Err(e.to_string())
+                }
+            };
+            let recorded = self.persist(|| {
+                self.app.store.record_cleanup(
+                    step.id,
+                    &self.owner,
+                    stage,
+                    cleanup.as_str(),
+                    result.clone(),
+                )
+            });
+            if recorded.await.is_none() {
+                return;
+            }
+        }
+    }
+
+    async fn undo(
+        &self,
+        d: &dyn BmcDriver,
+        rec: &NodeRecord,
+        cleanup: Cleanup,
+    ) -> Result<Option<String>, BmcError> {
+        if d.is_manual() {
+            return Ok(Some("no BMC: nothing to undo".into()));
+        }
+        match cleanup {
+            Cleanup::PowerOff => {
+                d.power(PowerAction::Off).await?;
+                self.record_power(d, rec).await?;
+                Ok(Some("machine powered off".into()))
+            }
+            Cleanup::BootFromNetwork => {
+                d.set_boot_device(BootDevice::Pxe, true).await?;
+                Ok(Some("boot device set back to the network".into()))
+            }
+        }
+    }
+
+    /// Writes to the store; a write that fails (the database restarted, a
+    /// connection died) is tried again on a fresh connection, a few times,
+    /// before the step is left to its lease: each write is guarded by the
+    /// lease, so one that did commit makes the next answer `false`. `None`
+    /// when the step is no longer ours or the write did not go through.
+    async fn persist<F, Fut>(&self, write: F) -> Option<()>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = crate::store::Result<bool>>,
+    {
+        let mut recorded = write().await;
+        let mut delay = Duration::from_millis(100);
+        for _ in 0..6 {
+            let Err(e) = &recorded else { break };
+            tracing::info!(error = %e, retry_ms = delay.as_millis() as u64, "recording the step's progress failed; writing it again");
+            tokio::time::sleep(delay).await;
+            delay *= 2;
+            recorded = write().await;
+        }
+        match recorded {
+            Ok(true) => Some(()),
+            Ok(false) => {
+                tracing::info!("step was taken over or cancelled meanwhile; result dropped");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "recording the step's progress failed; the lease will lapse and the stage will run again");
+                None
             }
         }
     }
@@ -272,28 +408,26 @@ impl Conductor {
     }
 
     /// Cleaning, before the boot: the profile's BIOS attributes (applied by
-    /// that boot) and its RAID volume.
-    async fn apply_profile_settings(
+    /// that boot).
+    async fn apply_bios(
         &self,
         d: &dyn BmcDriver,
         rec: &NodeRecord,
         s: &ProfileSettings,
     ) -> Result<(), BmcError> {
-        let context = |what: &str, e: BmcError| match e {
-            BmcError::Unsupported(m) => BmcError::Unsupported(format!(
-                "profile '{}' has {what} settings, but {m}",
-                s.profile
-            )),
-            other => other,
-        };
+        let context = |e| s.context("BIOS", e);
         if !s.bios.is_empty() {
-            let current = d.bios().await.map_err(|e| context("BIOS", e))?;
-            let todo = bios_mismatches(&s.bios, &current.current);
+            let bios = d.bios().await.map_err(context)?;
+            // Settings already pending count as set: applying them again
+            // (a stage run twice) changes nothing.
+            let mut effective = bios.current;
+            effective.extend(bios.pending);
+            let todo = bios_mismatches(&s.bios, &effective);
             if todo.is_empty() {
                 self.note(rec, "BIOS settings of the profile already in force")
                     .await;
             } else {
-                d.set_bios(&s.bios).await.map_err(|e| context("BIOS", e))?;
+                d.set_bios(&s.bios).await.map_err(context)?;
                 self.note(
                     rec,
                     &format!(
@@ -304,10 +438,22 @@ impl Conductor {
                 .await;
             }
         }
+        Ok(())
+    }
+
+    /// Cleaning, before the boot: the profile's RAID volume, unless one of
+    /// its level is there.
+    async fn apply_raid(
+        &self,
+        d: &dyn BmcDriver,
+        rec: &NodeRecord,
+        s: &ProfileSettings,
+    ) -> Result<(), BmcError> {
+        let context = |e| s.context("RAID", e);
         if !s.raid.is_empty() {
             let spec = raid_spec(&s.raid).map_err(BmcError::Unsupported)?;
             let level = spec.raid_type()?;
-            let volumes = d.raid_volumes().await.map_err(|e| context("RAID", e))?;
+            let volumes = d.raid_volumes().await.map_err(context)?;
             if let Some(v) = volumes.iter().find(|v| v.level.as_deref() == Some(&level)) {
                 self.note(rec, &format!("{level} volume '{}' already present", v.id))
                     .await;
@@ -316,7 +462,7 @@ impl Conductor {
             let mut spec = spec;
             if spec.drives.is_empty() {
                 let count = raid_disk_count(&s.raid);
-                let inv = d.inventory().await.map_err(|e| context("RAID", e))?;
+                let inv = d.inventory().await.map_err(context)?;
                 let free: Vec<String> = inv
                     .disks
                     .iter()
@@ -333,10 +479,7 @@ impl Conductor {
                 }
                 spec.drives = free.into_iter().take(want).collect();
             }
-            let v = d
-                .create_volume(&spec)
-                .await
-                .map_err(|e| context("RAID", e))?;
+            let v = d.create_volume(&spec).await.map_err(context)?;
             self.note(
                 rec,
                 &format!(
@@ -451,18 +594,16 @@ impl Conductor {
         Ok(())
     }
 
-    async fn stage(&self, step: &Step, rec: &NodeRecord) -> Result<StageResult, BmcError> {
-        let reported = || {
-            step.outcome.clone().unwrap_or(crate::store::StepOutcome {
-                ok: false,
-                note: None,
-                message: Some("no report".into()),
-            })
-        };
+    /// Performs the step's current stage once. Every stage is idempotent:
+    /// performed again (after a crash, or with `repeat_stages`), it leaves
+    /// the machine as performing it once does.
+    pub async fn perform(&self, step: &Step, rec: &NodeRecord) -> Result<Performed, BmcError> {
         let d = self.driver(rec)?;
         let d = d.as_ref();
-        Ok(match (step.phase, step.stage.as_str()) {
-            (Phase::Verify, _) => {
+        let manual = d.is_manual();
+        let done = |note: &str| Ok(Performed::Done(Some(note.to_string())));
+        match step.stage {
+            Stage::ReadPower => {
                 let p = d.power_state().await?;
                 if let Err(e) = self
                     .app
@@ -472,78 +613,82 @@ impl Conductor {
                 {
                     tracing::warn!(error = %e, "recording the power state failed");
                 }
-                let note = if d.is_manual() {
-                    "no BMC: racklift will ask for power changes in the node's events".to_string()
+                if manual {
+                    done("no BMC: racklift will ask for power changes in the node's events")
                 } else {
-                    format!("BMC credentials work; power is {}", p.as_str())
-                };
-                StageResult::Finish(Ok(Some(note)))
-            }
-            (Phase::Clean, "start") => {
-                let settings = self.profile_settings(rec);
-                if !settings.is_empty() {
-                    self.apply_profile_settings(d, rec, &settings).await?;
+                    done(&format!("BMC credentials work; power is {}", p.as_str()))
                 }
-                self.netboot(d, rec, step).await?;
-                StageResult::Wait
             }
-            (Phase::Inspect | Phase::Deploy, "start") => {
-                self.netboot(d, rec, step).await?;
-                StageResult::Wait
-            }
-            (Phase::Inspect | Phase::Clean, _) => {
-                let mut r = reported();
+            Stage::ApplyBios => {
                 let settings = self.profile_settings(rec);
-                if step.phase == Phase::Clean && r.ok && !settings.is_empty() {
-                    if let Some(wrong) = self.verify_profile_settings(d, &settings).await? {
-                        r.ok = false;
-                        r.message = Some(wrong);
-                    } else {
+                if settings.bios.is_empty() {
+                    return done("no BIOS settings in the node's profile");
+                }
+                self.apply_bios(d, rec, &settings).await?;
+                done("BIOS settings of the profile set")
+            }
+            Stage::ApplyRaid => {
+                let settings = self.profile_settings(rec);
+                if settings.raid.is_empty() {
+                    return done("no RAID settings in the node's profile");
+                }
+                self.apply_raid(d, rec, &settings).await?;
+                done("RAID volume of the profile in place")
+            }
+            Stage::Netboot => {
+                self.netboot(d, rec, step).await?;
+                done("booting the ramdisk from the network")
+            }
+            Stage::AwaitAgent => Ok(Performed::Done(None)),
+            Stage::VerifySettings => {
+                let settings = self.profile_settings(rec);
+                if settings.is_empty() {
+                    return done("no BIOS or RAID settings to verify");
+                }
+                match self.verify_profile_settings(d, &settings).await? {
+                    Some(wrong) => Ok(Performed::Failed(wrong)),
+                    None => {
                         self.note(rec, "BIOS and RAID settings of the profile verified")
                             .await;
+                        done("BIOS and RAID settings of the profile verified")
                     }
                 }
-                if !d.is_manual() {
-                    d.power(PowerAction::Off).await?;
-                    self.record_power(d, rec).await?;
-                }
-                StageResult::Finish(if r.ok {
-                    Ok(r.message)
-                } else {
-                    Err(r
-                        .message
-                        .unwrap_or_else(|| "the agent reported a failure".into()))
-                })
             }
-            (Phase::Deploy, _) => {
-                let r = reported();
-                if r.ok && !d.is_manual() {
-                    d.set_boot_device(BootDevice::Disk, true).await?;
-                    d.power(PowerAction::Reset).await?;
-                    self.note(
-                        rec,
-                        "boot device set to disk; machine reset into its installed system",
-                    )
-                    .await;
-                    self.record_power(d, rec).await?;
+            Stage::PowerOff => {
+                if manual {
+                    return done("no BMC: power the machine off by hand");
                 }
-                StageResult::Finish(if r.ok {
-                    Ok(r.message)
-                } else {
-                    Err(r
-                        .message
-                        .unwrap_or_else(|| "the installation failed".into()))
-                })
+                d.power(PowerAction::Off).await?;
+                self.record_power(d, rec).await?;
+                done("machine powered off")
             }
-            (Phase::Configure, _) => match &rec.node.role {
-                None => {
-                    StageResult::Finish(Ok(Some("no role assigned: nothing to configure".into())))
+            Stage::SetBootDisk => {
+                if manual {
+                    return done("no BMC: set the machine to boot from its disk by hand");
                 }
-                Some(role) => StageResult::Finish(Err(format!(
+                d.set_boot_device(BootDevice::Disk, true).await?;
+                done("boot device set to disk")
+            }
+            Stage::BootDisk => {
+                if manual {
+                    return done("no BMC: reset the machine into its installed system by hand");
+                }
+                d.power(PowerAction::Reset).await?;
+                self.note(
+                    rec,
+                    "boot device set to disk; machine reset into its installed system",
+                )
+                .await;
+                self.record_power(d, rec).await?;
+                done("machine reset into its installed system")
+            }
+            Stage::ApplyRole => match &rec.node.role {
+                None => done("no role assigned: nothing to configure"),
+                Some(role) => Ok(Performed::Failed(format!(
                     "role '{role}' cannot be applied: this racklift build has no role executor"
                 ))),
             },
-        })
+        }
     }
 }
 
@@ -558,6 +703,17 @@ struct ProfileSettings {
 impl ProfileSettings {
     fn is_empty(&self) -> bool {
         self.bios.is_empty() && self.raid.is_empty()
+    }
+
+    /// A driver's "unsupported" said in terms of the profile.
+    fn context(&self, what: &str, e: BmcError) -> BmcError {
+        match e {
+            BmcError::Unsupported(m) => BmcError::Unsupported(format!(
+                "profile '{}' has {what} settings, but {m}",
+                self.profile
+            )),
+            other => other,
+        }
     }
 }
 

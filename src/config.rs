@@ -135,6 +135,7 @@ struct WireConductor {
     retry_backoff: Option<HumanDuration>,
     power_sync_interval: Option<HumanDuration>,
     power_sync_concurrency: Option<usize>,
+    repeat_stages: Option<bool>,
     #[serde(default)]
     timeouts: WireTimeouts,
 }
@@ -380,6 +381,8 @@ pub struct ConductorConfig {
     pub power_sync_interval: Duration,
     /// How many BMCs the power sync reads at once.
     pub power_sync_concurrency: usize,
+    /// Perform every stage twice (a check that the stages are idempotent).
+    pub repeat_stages: bool,
     pub timeouts: PhaseTimeouts,
 }
 
@@ -681,6 +684,7 @@ fn validate(w: Wire) -> Result<Config, ConfigError> {
             max_connections,
         },
         conductor: ConductorConfig {
+            repeat_stages: c.repeat_stages.unwrap_or(false),
             workers,
             poll_interval,
             lease,

@@ -18,6 +18,7 @@ pub mod http_front;
 pub mod log_limit;
 pub mod metrics;
 pub mod node;
+pub mod plan;
 pub mod power_sync;
 pub mod profiles;
 pub mod secrets;

@@ -854,7 +854,7 @@ async fn cleaning_fails_clearly_when_the_driver_has_no_bios(s: &TestServer) {
         "no-bios",
         "52:54:00:31:00:04",
         json!({"driver": "none"}),
-        "clean failed: profile 'bios-raid' has BIOS settings, but BIOS settings are not supported without a BMC (driver 'none')",
+        "clean failed at apply_bios: profile 'bios-raid' has BIOS settings, but BIOS settings are not supported without a BMC (driver 'none')",
     )
     .await;
     let Some(sim) = tokio::task::spawn_blocking(ipmi_sim::IpmiSim::start)
@@ -869,7 +869,7 @@ async fn cleaning_fails_clearly_when_the_driver_has_no_bios(s: &TestServer) {
         "52:54:00:31:00:06",
         json!({"driver": "ipmi", "address": "127.0.0.1", "port": sim.port,
                "username": ipmi_sim::USER, "password": ipmi_sim::PASSWORD}),
-        "clean failed: profile 'bios-raid' has BIOS settings, but BIOS settings are not supported by IPMI; use the redfish driver for this machine",
+        "clean failed at apply_bios: profile 'bios-raid' has BIOS settings, but BIOS settings are not supported by IPMI; use the redfish driver for this machine",
     )
     .await;
     assert!(

@@ -270,15 +270,36 @@ pub(super) async fn inventory(
     Ok(Json(inv))
 }
 
-/// One unit of durable work.
+/// One unit of durable work: a phase carried out stage by stage.
 #[derive(Debug, Serialize, ToSchema)]
 pub(super) struct StepView {
     id: i64,
     phase: String,
+    /// The stages of the phase, in order.
+    plan: Vec<String>,
+    /// The first unfinished stage (the last one, once the step has ended).
     stage: String,
+    /// pending, running, waiting, done, failed or cancelled.
     status: String,
+    /// Attempts at the current stage.
     attempts: i64,
     deadline: String,
+    /// Why the step failed (set while its cleanups run, and after).
+    failure: Option<String>,
+    /// Each stage run and cleanup, in order.
+    stages: Vec<StageView>,
+}
+
+/// How a stage run (or a cleanup of a failed step) ended.
+#[derive(Debug, Serialize, ToSchema)]
+pub(super) struct StageView {
+    stage: String,
+    /// The cleanup this record is of (power_off, boot_from_network), if any.
+    cleanup: Option<String>,
+    /// done, failed, or retried (a transient failure, tried again).
+    result: String,
+    message: Option<String>,
+    at: String,
 }
 
 #[utoipa::path(get, path = "/v1/nodes/{id}/steps", params(("id" = String, Path, description = "UUID or name")),
@@ -289,16 +310,34 @@ pub(super) async fn steps(
 ) -> Result<Json<Vec<StepView>>, ApiError> {
     let node = app.store.get_node(&id).await?;
     let steps = app.store.node_steps(node.id).await?;
+    let mut records = app.store.stage_records(node.id).await?;
     Ok(Json(
         steps
             .into_iter()
-            .map(|s| StepView {
-                id: s.id,
-                phase: s.phase.as_str().into(),
-                stage: s.stage,
-                status: s.status,
-                attempts: s.attempts,
-                deadline: crate::store::rfc3339(s.deadline),
+            .map(|s| {
+                let (mine, rest): (Vec<_>, Vec<_>) =
+                    records.drain(..).partition(|r| r.step_id == s.id);
+                records = rest;
+                StepView {
+                    id: s.id,
+                    phase: s.phase.as_str().into(),
+                    plan: s.phase.plan().iter().map(|x| x.as_str().into()).collect(),
+                    stage: s.stage.as_str().into(),
+                    status: s.status.as_str().into(),
+                    attempts: s.attempts,
+                    deadline: crate::store::rfc3339(s.deadline),
+                    failure: s.failure,
+                    stages: mine
+                        .into_iter()
+                        .map(|r| StageView {
+                            stage: r.stage.as_str().into(),
+                            cleanup: r.cleanup,
+                            result: r.result.as_str().into(),
+                            message: r.message,
+                            at: crate::store::rfc3339(r.at),
+                        })
+                        .collect(),
+                }
             })
             .collect(),
     ))

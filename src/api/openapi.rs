@@ -141,7 +141,7 @@ fn error_response(description: &str) -> utoipa::openapi::Response {
         crate::node::BmcDriverKind, crate::state::State, crate::state::Event, crate::store::EventRow, crate::store::Role, crate::store::ApiToken,
         crate::store::leases::Lease, crate::store::leases::LeaseState,
         crate::bmc::BootDevice, crate::bmc::BiosSettings, crate::bmc::RaidVolume, crate::bmc::VolumeSpec, crate::bmc::BmcInventory, crate::bmc::BmcNic, crate::bmc::BmcDisk,
-        bmc::PowerView, bmc::PowerBody, bmc::BootBody, bmc::BiosBody, bmc::RaidView, nodes::Enrolled, ErrorBody, ErrorDetail)),
+        nodes::StepView, nodes::StageView, bmc::PowerView, bmc::PowerBody, bmc::BootBody, bmc::BiosBody, bmc::RaidView, nodes::Enrolled, ErrorBody, ErrorDetail)),
     modifiers(&Security, &CommonErrors)
 )]
 pub struct ApiDoc;

@@ -113,7 +113,7 @@ impl App {
             self.store
                 .active_step(n.id)
                 .await?
-                .filter(|s| s.stage != "finish")
+                .filter(|s| s.failure.is_none() && !s.phase.reported_at(s.stage))
         } else {
             None
         };
@@ -263,6 +263,7 @@ impl App {
         self.store
             .agent_report(
                 auth.step_id,
+                auth.phase,
                 &StepOutcome {
                     ok: true,
                     message: Some(format!("{what} ({size} bytes); {}", selected.summary)),
@@ -326,7 +327,11 @@ impl App {
             message,
             note: None,
         };
-        if !self.store.agent_report(auth.step_id, &outcome).await? {
+        if !self
+            .store
+            .agent_report(auth.step_id, auth.phase, &outcome)
+            .await?
+        {
             return Err(AppError::conflict(
                 "not_waiting",
                 "this boot's step is not waiting for a report; retry shortly",

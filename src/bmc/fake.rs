@@ -7,7 +7,14 @@
 //!
 //! - password `wrong`: the credentials are refused (not retried);
 //! - address starting with `unreachable`: every command times out (retried, then fails);
-//! - address starting with `flaky`: every other command times out (retries succeed).
+//! - address starting with `flaky`: every other command times out (retries succeed);
+//! - address containing `refuses-KIND`: every command of that kind is refused
+//!   (not retried); `refuses-KIND-atN`: only the Nth one of this process;
+//! - address containing `slow-KIND`: each command of that kind takes 2 s.
+//!
+//! The kinds: `power-state`, `power-on`, `power-off`, `power-reset`,
+//! `power-softoff`, `boot-pxe`, `boot-disk`, `boot-cd`, `boot-uefihttp`, `power-cycle`, `bios`,
+//! `bios-set`, `raid`, `raid-create`, `raid-delete`, `inventory`.
 //!
 //! A fake machine also has BIOS attributes ([`FAKE_BIOS`]; changes wait until
 //! the next power on or reset, like a real BMC's settings object), four disks
@@ -44,6 +51,8 @@ pub struct FakeMachine {
     pub bios_pending: Map<String, Value>,
     pub volumes: Vec<RaidVolume>,
     calls: u64,
+    /// Commands of each kind received (for `refuses-KIND@N`).
+    kinds: HashMap<String, u64>,
     next_volume: u64,
 }
 
@@ -60,6 +69,7 @@ impl Default for FakeMachine {
             bios_pending: Map::new(),
             volumes: Vec::new(),
             calls: 0,
+            kinds: HashMap::new(),
             next_volume: 0,
         }
     }
@@ -99,10 +109,32 @@ pub(super) struct FakeDriver {
 }
 
 impl FakeDriver {
-    fn with<T>(&self, f: impl FnOnce(&mut FakeMachine) -> T) -> Result<T, BmcError> {
+    /// A command of `kind` on the machine, with the faults its address scripts.
+    async fn with<T>(
+        &self,
+        kind: &str,
+        f: impl FnOnce(&mut FakeMachine) -> T,
+    ) -> Result<T, BmcError> {
+        if self.key.contains(&format!("slow-{kind}")) {
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        }
         let mut all = self.bmcs.lock();
         let m = all.entry(self.key.clone()).or_default();
         m.calls += 1;
+        let n = {
+            let n = m.kinds.entry(kind.to_string()).or_default();
+            *n += 1;
+            *n
+        };
+        let refused = self.key.split(['.', ',']).any(|part| {
+            let Some(r) = part.strip_prefix("refuses-") else {
+                return false;
+            };
+            match r.rsplit_once("-at").map(|(k, at)| (k, at.parse::<u64>())) {
+                Some((k, Ok(at))) => k == kind && at == n,
+                _ => r == kind,
+            }
+        });
         let timeout = || BmcError::Transient {
             address: self.key.clone(),
             detail: "timed out after 5 s".into(),
@@ -119,6 +151,12 @@ impl FakeDriver {
                 user: self.user.clone(),
             });
         }
+        if refused {
+            return Err(BmcError::Refused {
+                address: self.key.clone(),
+                detail: format!("{kind} refused (a fault scripted in the address)"),
+            });
+        }
         Ok(f(m))
     }
 }
@@ -126,17 +164,19 @@ impl FakeDriver {
 #[async_trait]
 impl BmcDriver for FakeDriver {
     async fn power_state(&self) -> Result<PowerState, BmcError> {
-        self.with(|m| {
+        self.with("power-state", |m| {
             if m.powered {
                 PowerState::On
             } else {
                 PowerState::Off
             }
         })
+        .await
     }
 
     async fn power(&self, action: PowerAction) -> Result<(), BmcError> {
-        self.with(|m| {
+        let kind = format!("power-{action:?}").to_lowercase();
+        self.with(&kind, |m| {
             m.powered = !matches!(action, PowerAction::Off | PowerAction::SoftOff);
             m.commands.push(format!("power {action:?}").to_lowercase());
             if m.powered && !m.bios_pending.is_empty() {
@@ -151,29 +191,33 @@ impl BmcDriver for FakeDriver {
                 m.boot = None;
             }
         })
+        .await
     }
 
     async fn set_boot(&self, boot: BootOverride) -> Result<(), BmcError> {
         let (device, persistent, mode) = (boot.device, boot.persistent, boot.mode);
-        self.with(|m| {
+        let kind = format!("boot-{device:?}").to_lowercase();
+        self.with(&kind, |m| {
             m.boot = Some((device, persistent));
             let how = if persistent { "persistent" } else { "once" };
             let mode = mode.map(|m| format!(" {m:?}")).unwrap_or_default();
             m.commands
                 .push(format!("boot {device:?} {how}{mode}").to_lowercase());
         })
+        .await
     }
 
     async fn bios(&self) -> Result<BiosSettings, BmcError> {
-        self.with(|m| BiosSettings {
+        self.with("bios", |m| BiosSettings {
             current: m.bios.clone(),
             pending: m.bios_pending.clone(),
         })
+        .await
     }
 
     async fn set_bios(&self, changes: &Map<String, Value>) -> Result<(), BmcError> {
         let key = self.key.clone();
-        self.with(|m| {
+        self.with("bios-set", |m| {
             if let Some(unknown) = changes.keys().find(|k| !m.bios.contains_key(*k)) {
                 return Err(BmcError::Refused {
                     address: key,
@@ -185,18 +229,19 @@ impl BmcDriver for FakeDriver {
             m.commands
                 .push(format!("bios set: {}", Value::Object(changes.clone())));
             Ok(())
-        })?
+        })
+        .await?
     }
 
     async fn raid_volumes(&self) -> Result<Vec<RaidVolume>, BmcError> {
-        self.with(|m| m.volumes.clone())
+        self.with("raid", |m| m.volumes.clone()).await
     }
 
     async fn create_volume(&self, spec: &VolumeSpec) -> Result<RaidVolume, BmcError> {
         spec.check()?;
         let level = spec.raid_type()?;
         let key = self.key.clone();
-        self.with(|m| {
+        self.with("raid-create", |m| {
             let refused = |detail: String| BmcError::Refused {
                 address: key.clone(),
                 detail,
@@ -228,12 +273,13 @@ impl BmcDriver for FakeDriver {
             ));
             m.volumes.push(v.clone());
             Ok(v)
-        })?
+        })
+        .await?
     }
 
     async fn delete_volume(&self, id: &str) -> Result<(), BmcError> {
         let key = self.key.clone();
-        self.with(|m| {
+        self.with("raid-delete", |m| {
             let before = m.volumes.len();
             m.volumes.retain(|v| v.id != id);
             if m.volumes.len() == before {
@@ -245,18 +291,20 @@ impl BmcDriver for FakeDriver {
             }
             m.commands.push(format!("raid delete {id}"));
             Ok(())
-        })?
+        })
+        .await?
     }
 
     async fn inventory(&self) -> Result<BmcInventory, BmcError> {
         let key = self.key.clone();
-        self.with(|_| BmcInventory {
+        self.with("inventory", |_| BmcInventory {
             manufacturer: Some("racklift".into()),
             model: Some("fake machine".into()),
             serial: Some(format!("FAKE-{key}")),
             disks: fake_disks(),
             ..Default::default()
         })
+        .await
     }
 }
 

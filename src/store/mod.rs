@@ -23,7 +23,7 @@ pub mod profiles;
 mod steps;
 pub mod tokens;
 
-pub use steps::{Phase, Step, StepOutcome};
+pub use steps::{Phase, Stage, StageRecord, StageResult, Step, StepOutcome, StepStatus};
 pub use tokens::{AgentAuth, AgentTokenError, ApiToken, DiscoveryAuth, Handout, Role};
 
 use crate::config::PhaseTimeouts;
@@ -270,6 +270,21 @@ fn release_clean(
     })
 }
 
+/// Every PostgreSQL session: a transaction left idle for a minute (its
+/// client hung or lost) is ended by the server, so its row locks cannot hold
+/// up the steps and nodes of everyone else.
+fn postgres_session(
+    conn: &mut sqlx::AnyConnection,
+    _meta: sqlx::pool::PoolConnectionMetadata,
+) -> futures::future::BoxFuture<'_, Result<(), sqlx::Error>> {
+    Box::pin(async move {
+        use sqlx::Executor;
+        conn.execute("SET idle_in_transaction_session_timeout = '60s'")
+            .await?;
+        Ok(())
+    })
+}
+
 fn sqlite_url(url: &str) -> String {
     if url.contains('?') || url.contains(":memory:") {
         url.to_string()
@@ -345,6 +360,7 @@ impl Store {
             let pool = AnyPoolOptions::new()
                 .max_connections(max_connections)
                 .acquire_timeout(Duration::from_secs(10))
+                .after_connect(postgres_session)
                 .after_release(release_clean)
                 .connect(url)
                 .await?;
@@ -940,10 +956,11 @@ impl Store {
         };
         sqlx::query(
             "INSERT INTO steps (node_id, phase, stage, status, attempts, run_after, deadline, \
-             created_at, updated_at) VALUES ($1, $2, 'start', 'pending', 0, $3, $4, $3, $3)",
+             created_at, updated_at) VALUES ($1, $2, $3, 'pending', 0, $4, $5, $4, $4)",
         )
         .bind(node_id.to_string())
         .bind(phase.as_str())
+        .bind(phase.first().as_str())
         .bind(now)
         .bind(self.deadline_for(phase, now))
         .execute(&mut **tx)

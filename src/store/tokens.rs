@@ -95,7 +95,7 @@ pub struct AgentAuth {
     pub phase: super::Phase,
     /// Whether the step still waits for the agent's report.
     pub waiting: bool,
-    /// Whether the step has its report and is finishing (powering off).
+    /// Whether the step has its report (or failed) and is finishing.
     pub finishing: bool,
 }
 
@@ -280,7 +280,7 @@ impl Store {
     ) -> Result<Result<AgentAuth, AgentTokenError>> {
         let hash = hash_token(text);
         let row = sqlx::query(
-            "SELECT t.node_id, t.step_id, t.expires_at, t.used_at, s.status, s.stage, s.phase \
+            "SELECT t.node_id, t.step_id, t.expires_at, t.used_at, s.status, s.stage, s.phase, s.failure \
              FROM agent_tokens t LEFT JOIN steps s ON s.id = t.step_id WHERE t.hash = $1",
         )
         .bind(hash.clone())
@@ -294,7 +294,8 @@ impl Store {
             return Ok(Err(AgentTokenError::Expired));
         }
         let status: Option<String> = r.try_get("status")?;
-        let active = matches!(status.as_deref(), Some("pending" | "running" | "waiting"));
+        let status = status.as_deref().and_then(super::StepStatus::parse);
+        let active = status.is_some_and(super::StepStatus::is_active);
         if !active {
             return Ok(Err(AgentTokenError::Ended));
         }
@@ -309,12 +310,18 @@ impl Store {
         }
         let node: String = r.try_get("node_id")?;
         let phase: Option<String> = r.try_get("phase")?;
+        let phase = super::steps::parse_phase(phase.as_deref().unwrap_or_default())?;
+        let stage: Option<String> = r.try_get("stage")?;
+        let reported = stage
+            .as_deref()
+            .and_then(super::Stage::parse)
+            .is_some_and(|s| phase.reported_at(s));
         Ok(Ok(AgentAuth {
             node_id: Uuid::parse_str(&node).map_err(|e| StoreError::Corrupt(e.to_string()))?,
             step_id: r.try_get("step_id")?,
-            phase: super::Phase::parse(phase.as_deref().unwrap_or_default())?,
-            waiting: status.as_deref() == Some("waiting"),
-            finishing: r.try_get::<Option<String>, _>("stage")?.as_deref() == Some("finish"),
+            phase,
+            waiting: status == Some(super::StepStatus::Waiting),
+            finishing: reported || r.try_get::<Option<String>, _>("failure")?.is_some(),
         }))
     }
 

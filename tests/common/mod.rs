@@ -258,23 +258,30 @@ impl TestServer {
 
     /// Waits (up to 20 s) until the node is in `state`; returns it.
     pub async fn wait_state(&self, node: &str, state: &str) -> Value {
+        self.wait_state_within(node, state, Duration::from_secs(20))
+            .await
+    }
+
+    /// Waits (up to `bound`) until the node is in `state`; returns it. On
+    /// failure, says where its steps and events stand.
+    pub async fn wait_state_within(&self, node: &str, state: &str, bound: Duration) -> Value {
         let start = Instant::now();
         loop {
             let n = self.node(node).await;
             if n["state"] == state {
                 return n;
             }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "node {node} never reached {state}; it is {}",
-                n
-            );
+            if start.elapsed() > bound {
+                let (_, steps) = self.get(&format!("/v1/nodes/{node}/steps")).await;
+                let events = self.events(node).await;
+                panic!(
+                    "node {node} never reached {state}; it is {n}\nsteps: {steps}\nevents: {events:?}"
+                );
+            }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
 
-    /// Enrols a node (fake BMC) unless it exists, and inspects it with `facts`
-    /// as its inventory, playing the agent; returns the node once manageable.
     pub async fn inspect_with(&self, name: &str, mac: &str, facts: &Value) -> Value {
         if self.get(&format!("/v1/nodes/{name}")).await.0 == 404 {
             self.create(json!({"name": name, "boot_mac": mac, "bmc": {"driver": "fake", "address": format!("bmc-{name}")}}))
