@@ -127,13 +127,16 @@ impl Phase {
             .collect()
     }
 
-    /// Whether the agent has already reported for a step of this phase that
-    /// is at `stage` (its boot is over: no token is handed out for it).
-    pub fn reported_at(self, stage: Stage) -> bool {
-        match (self.position(stage), self.position(Stage::AwaitAgent)) {
-            (Some(at), Some(wait)) => at > wait,
-            _ => false,
-        }
+    /// Whether the agent's boot is over for a step of this phase at `stage`
+    /// (`failed`: the step keeps a failure): the agent has reported or the
+    /// step failed, so no token is handed out for it and the agent is told
+    /// to power off.
+    pub fn boot_over(self, stage: Stage, failed: bool) -> bool {
+        failed
+            || match (self.position(stage), self.position(Stage::AwaitAgent)) {
+                (Some(at), Some(wait)) => at > wait,
+                _ => false,
+            }
     }
 }
 
@@ -324,10 +327,11 @@ mod tests {
         );
         assert_eq!(Phase::Inspect.after(Stage::PowerOff), None);
         assert_eq!(Phase::Verify.after(Stage::Netboot), None);
-        assert!(Phase::Clean.reported_at(Stage::VerifySettings));
-        assert!(!Phase::Clean.reported_at(Stage::AwaitAgent));
-        assert!(!Phase::Clean.reported_at(Stage::ApplyBios));
-        assert!(!Phase::Verify.reported_at(Stage::ReadPower));
+        assert!(Phase::Clean.boot_over(Stage::VerifySettings, false));
+        assert!(!Phase::Clean.boot_over(Stage::AwaitAgent, false));
+        assert!(Phase::Clean.boot_over(Stage::AwaitAgent, true));
+        assert!(!Phase::Clean.boot_over(Stage::ApplyBios, false));
+        assert!(!Phase::Verify.boot_over(Stage::ReadPower, false));
     }
 
     #[test]

@@ -57,6 +57,24 @@ async fn agent_posts(s: &TestServer, mac: &str, path: &str, body: Value) {
     assert_eq!(st, 202, "{path}: {v}");
 }
 
+/// Plays the agent of the node's current boot: reports the step's result.
+async fn agent_status(s: &TestServer, mac: &str, ok: bool, message: &str) {
+    let body = json!({"ok": ok, "message": message});
+    agent_posts(s, mac, "/v1/agent/status", body).await;
+}
+
+/// Changes the node and expects the change to be taken.
+async fn patch_ok(s: &TestServer, node: &str, body: Value) {
+    let (st, v) = s
+        .req(
+            reqwest::Method::PATCH,
+            &format!("/v1/nodes/{node}"),
+            Some(body),
+        )
+        .await;
+    assert_eq!(st, 200, "PATCH {node}: {v}");
+}
+
 fn write_profile(dir: &std::path::Path) {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(
@@ -188,57 +206,45 @@ async fn run_into(s: &TestServer, name: &str, mac: &str, case: &Case) -> &'stati
         }
         return "inspect_failed";
     }
-    let (st, v) = s
-        .req(
-            reqwest::Method::PATCH,
-            &format!("/v1/nodes/{name}"),
-            Some(json!({"profile": "tuned"})),
-        )
-        .await;
-    assert_eq!(st, 200, "{v}");
+    patch_ok(s, name, json!({"profile": "tuned"})).await;
     act_ok(s, name, "provide").await;
     let agent_ok = |phase: &str| !(case.phase == phase && case.stage == "await_agent");
     if case.phase == "clean" {
         if plan("clean").iter().position(|x| *x == case.stage) > Some(2) {
             let ok = agent_ok("clean");
-            agent_posts(
+            agent_status(
                 s,
                 mac,
-                "/v1/agent/status",
-                json!({"ok": ok, "message": if ok { "disks wiped" } else { "wipe failed on sda" }}),
+                ok,
+                if ok {
+                    "disks wiped"
+                } else {
+                    "wipe failed on sda"
+                },
             )
             .await;
         }
         return "clean_failed";
     }
-    agent_posts(
-        s,
-        mac,
-        "/v1/agent/status",
-        json!({"ok": true, "message": "disks wiped"}),
-    )
-    .await;
+    agent_status(s, mac, true, "disks wiped").await;
     s.wait_state(name, "available").await;
     if case.phase == "configure" {
-        let (st, v) = s
-            .req(
-                reqwest::Method::PATCH,
-                &format!("/v1/nodes/{name}"),
-                Some(json!({"role": "compute"})),
-            )
-            .await;
-        assert_eq!(st, 200, "{v}");
+        patch_ok(s, name, json!({"role": "compute"})).await;
     }
     act_ok(s, name, "deploy").await;
     if case.phase == "deploy" && case.stage == "netboot" {
         return "deploy_failed";
     }
     let ok = agent_ok("deploy");
-    agent_posts(
+    agent_status(
         s,
         mac,
-        "/v1/agent/status",
-        json!({"ok": ok, "message": if ok { "image written" } else { "image checksum mismatch" }}),
+        ok,
+        if ok {
+            "image written"
+        } else {
+            "image checksum mismatch"
+        },
     )
     .await;
     if case.phase == "deploy" {
@@ -282,35 +288,16 @@ async fn rerun(s: &TestServer, name: &str, mac: &str, case: &Case) {
             act_ok(s, name, "manage").await;
             s.wait_state(name, "manageable").await;
             act_ok(s, name, "provide").await;
-            agent_posts(
-                s,
-                mac,
-                "/v1/agent/status",
-                json!({"ok": true, "message": "disks wiped"}),
-            )
-            .await;
+            agent_status(s, mac, true, "disks wiped").await;
             s.wait_state(name, "available").await;
         }
         "deploy" => {
             act_ok(s, name, "deploy").await;
-            agent_posts(
-                s,
-                mac,
-                "/v1/agent/status",
-                json!({"ok": true, "message": "image written"}),
-            )
-            .await;
+            agent_status(s, mac, true, "image written").await;
             s.wait_state(name, "active").await;
         }
         "configure" => {
-            let (st, v) = s
-                .req(
-                    reqwest::Method::PATCH,
-                    &format!("/v1/nodes/{name}"),
-                    Some(json!({"role": null})),
-                )
-                .await;
-            assert_eq!(st, 200, "{v}");
+            patch_ok(s, name, json!({"role": null})).await;
             act_ok(s, name, "configure").await;
             s.wait_state(name, "in_service").await;
         }
@@ -440,13 +427,7 @@ async fn a_restart_mid_stage_resumes_there(s: &mut TestServer) {
     }
     s.halt().await;
     s.boot().await;
-    agent_posts(
-        s,
-        mac,
-        "/v1/agent/status",
-        json!({"ok": true, "message": "disks wiped"}),
-    )
-    .await;
+    agent_status(s, mac, true, "disks wiped").await;
     s.wait_state("resumed", "available").await;
     let recs = records(s, "resumed").await;
     let done: Vec<_> = recs.iter().map(|r| r.0.as_str()).collect();
@@ -518,31 +499,12 @@ async fn every_stage_twice_changes_nothing(s: &TestServer) {
     )
     .await;
     s.wait_state("twice", "manageable").await;
-    let (st, v) = s
-        .req(
-            reqwest::Method::PATCH,
-            "/v1/nodes/twice",
-            Some(json!({"profile": "tuned"})),
-        )
-        .await;
-    assert_eq!(st, 200, "{v}");
+    patch_ok(s, "twice", json!({"profile": "tuned"})).await;
     act_ok(s, "twice", "provide").await;
-    agent_posts(
-        s,
-        mac,
-        "/v1/agent/status",
-        json!({"ok": true, "message": "disks wiped"}),
-    )
-    .await;
+    agent_status(s, mac, true, "disks wiped").await;
     s.wait_state("twice", "available").await;
     act_ok(s, "twice", "deploy").await;
-    agent_posts(
-        s,
-        mac,
-        "/v1/agent/status",
-        json!({"ok": true, "message": "image written"}),
-    )
-    .await;
+    agent_status(s, mac, true, "image written").await;
     s.wait_state("twice", "active").await;
     act_ok(s, "twice", "configure").await;
     s.wait_state("twice", "in_service").await;

@@ -310,14 +310,16 @@ pub(super) async fn steps(
 ) -> Result<Json<Vec<StepView>>, ApiError> {
     let node = app.store.get_node(&id).await?;
     let steps = app.store.node_steps(node.id).await?;
-    let mut records = app.store.stage_records(node.id).await?;
+    let mut records: std::collections::HashMap<i64, Vec<crate::store::StageRecord>> =
+        std::collections::HashMap::new();
+    for r in app.store.stage_records(node.id).await? {
+        records.entry(r.step_id).or_default().push(r);
+    }
     Ok(Json(
         steps
             .into_iter()
             .map(|s| {
-                let (mine, rest): (Vec<_>, Vec<_>) =
-                    records.drain(..).partition(|r| r.step_id == s.id);
-                records = rest;
+                let mine = records.remove(&s.id).unwrap_or_default();
                 StepView {
                     id: s.id,
                     phase: s.phase.as_str().into(),

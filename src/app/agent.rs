@@ -113,7 +113,7 @@ impl App {
             self.store
                 .active_step(n.id)
                 .await?
-                .filter(|s| s.failure.is_none() && !s.phase.reported_at(s.stage))
+                .filter(|s| !s.phase.boot_over(s.stage, s.failure.is_some()))
         } else {
             None
         };

@@ -661,6 +661,7 @@ impl Store {
             };
             let last_error: Option<String> = r.try_get("last_error")?;
             let failure: Option<String> = r.try_get("failure")?;
+            let owes = failure.is_none() && !phase.cleanups_at(stage).is_empty();
             // The deadline is the end, not the cause: keep the last failure.
             let reason = match (failure, last_error) {
                 (Some(f), _) => format!("{f} (its cleanups did not finish in time)"),
@@ -669,8 +670,6 @@ impl Store {
                 }
                 (None, None) => format!("{phase} timed out after {waited} s while {what}"),
             };
-            let owes = r.try_get::<Option<String>, _>("failure")?.is_none()
-                && !phase.cleanups_at(stage).is_empty();
             let closed = if owes {
                 // The cleanups run in a worker (the machine may be running
                 // the ramdisk), which then closes the step with the reason.

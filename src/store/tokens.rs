@@ -312,16 +312,17 @@ impl Store {
         let phase: Option<String> = r.try_get("phase")?;
         let phase = super::steps::parse_phase(phase.as_deref().unwrap_or_default())?;
         let stage: Option<String> = r.try_get("stage")?;
-        let reported = stage
+        let failed = r.try_get::<Option<String>, _>("failure")?.is_some();
+        let finishing = stage
             .as_deref()
             .and_then(super::Stage::parse)
-            .is_some_and(|s| phase.reported_at(s));
+            .is_some_and(|s| phase.boot_over(s, failed));
         Ok(Ok(AgentAuth {
             node_id: Uuid::parse_str(&node).map_err(|e| StoreError::Corrupt(e.to_string()))?,
             step_id: r.try_get("step_id")?,
             phase,
             waiting: status == Some(super::StepStatus::Waiting),
-            finishing: reported || r.try_get::<Option<String>, _>("failure")?.is_some(),
+            finishing,
         }))
     }
 
