@@ -10,6 +10,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use racklift::profiles::matcher::*;
+use racklift::protocol::Fact;
 
 const INVENTORIES: usize = 10_000;
 const FACTS_PER_INVENTORY: usize = 300;

@@ -39,7 +39,7 @@ modules=(
 # --- the agent ----------------------------------------------------------------
 if [ -z "$agent" ]; then
   log "building racklift-agent (static)"
-  (cd "$repo" && cargo rustc --locked --quiet --bin racklift-agent -- -C target-feature=+crt-static)
+  (cd "$repo" && cargo rustc --locked --quiet --no-default-features --bin racklift-agent -- -C target-feature=+crt-static)
   agent="${CARGO_TARGET_DIR:-$repo/target}/debug/racklift-agent"
 fi
 # Packed from a copy taken now: a later ordinary build of the same target

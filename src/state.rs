@@ -16,6 +16,12 @@
 //!
 //! Maintenance is a flag on the node, not a state: it pauses automatic work in any
 //! state and is handled outside this function.
+//!
+//! What follows what is decided here too, as pure functions beside
+//! [`transition`]: [`target_of`] (where an operator action means the node to
+//! end up: deploy goes on to configure for a node with a role) and
+//! [`continuation`] (after a step, which event starts the next one and what
+//! target stays). The store only persists what they decide.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -274,6 +280,58 @@ pub fn transition(state: State, event: Event) -> Result<State, InvalidTransition
     next.ok_or(InvalidTransition { state, event })
 }
 
+/// The state an operator action means the node to end up in: the step
+/// chain keeps going until it is reached (deploy continues to configure
+/// when the node has a role). `None` for events that end a step.
+pub fn target_of(event: Event, has_role: bool) -> Option<State> {
+    match event {
+        Event::Manage | Event::Inspect => Some(State::Manageable),
+        Event::Provide | Event::Undeploy => Some(State::Available),
+        Event::Deploy | Event::Reprovision if has_role => Some(State::InService),
+        Event::Deploy | Event::Reprovision => Some(State::Active),
+        Event::Configure => Some(State::InService),
+        Event::Abort | Event::Done | Event::Fail => None,
+    }
+}
+
+/// What follows a step that ended with `event` (done or fail), moving the
+/// node to `to`, on the way to `target`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Continuation {
+    /// The event that starts the next step (deploy after cleaning, configure
+    /// after deploying), or `None` when the chain stops here.
+    pub next: Option<Event>,
+    /// The target kept on the node once `to` is reached: cleared when
+    /// reached, and on failure.
+    pub target: Option<State>,
+}
+
+/// The lifecycle's continuation rule: a node with a target keeps going
+/// (unless it is in maintenance, which pauses automatic work) and a failure
+/// ends the chain.
+pub fn continuation(
+    event: Event,
+    to: State,
+    target: Option<State>,
+    maintenance: bool,
+) -> Continuation {
+    let next = match (event, to, target) {
+        (Event::Done, State::Available, Some(State::Active | State::InService)) => {
+            Some(Event::Deploy)
+        }
+        (Event::Done, State::Active, Some(State::InService)) => Some(Event::Configure),
+        _ => None,
+    }
+    .filter(|_| !maintenance);
+    let target = match (event, next) {
+        (Event::Fail, _) => None,
+        (_, Some(_)) => target,
+        (_, None) if target == Some(to) => None,
+        (_, None) => target,
+    };
+    Continuation { next, target }
+}
+
 impl Event {
     /// Whether an operator may ask for this event (the others come from steps).
     pub fn is_operator_action(self) -> bool {
@@ -395,6 +453,67 @@ impl FromStr for Event {
 mod tests {
     use super::*;
     use State as S;
+
+    #[test]
+    fn a_deploy_goes_on_to_configure_only_with_a_role() {
+        assert_eq!(target_of(Event::Deploy, false), Some(S::Active));
+        assert_eq!(target_of(Event::Deploy, true), Some(S::InService));
+        assert_eq!(target_of(Event::Reprovision, true), Some(S::InService));
+        assert_eq!(target_of(Event::Provide, true), Some(S::Available));
+        for e in [Event::Abort, Event::Done, Event::Fail] {
+            assert_eq!(target_of(e, true), None, "{e}");
+        }
+    }
+
+    #[test]
+    fn continuation_follows_the_target_and_stops_on_failure_or_maintenance() {
+        let c = |e, to, t, m| continuation(e, to, t, m);
+        // Cleaned on the way to in_service: deploy next, target kept.
+        assert_eq!(
+            c(Event::Done, S::Available, Some(S::InService), false),
+            Continuation {
+                next: Some(Event::Deploy),
+                target: Some(S::InService)
+            }
+        );
+        // Deployed on the way to in_service: configure next.
+        assert_eq!(
+            c(Event::Done, S::Active, Some(S::InService), false).next,
+            Some(Event::Configure)
+        );
+        // Reached: nothing next, the target is cleared.
+        assert_eq!(
+            c(Event::Done, S::Active, Some(S::Active), false),
+            Continuation {
+                next: None,
+                target: None
+            }
+        );
+        // Maintenance pauses the chain but keeps the target.
+        assert_eq!(
+            c(Event::Done, S::Available, Some(S::Active), true),
+            Continuation {
+                next: None,
+                target: Some(S::Active)
+            }
+        );
+        // A failure ends the chain and drops the target.
+        assert_eq!(
+            c(Event::Fail, S::CleanFailed, Some(S::InService), false),
+            Continuation {
+                next: None,
+                target: None
+            }
+        );
+        // Every continuation is a move transition allows.
+        for to in [S::Available, S::Active] {
+            for t in [S::Active, S::InService] {
+                if let Some(e) = c(Event::Done, to, Some(t), false).next {
+                    assert!(transition(to, e).is_ok(), "{to} -{e}->");
+                }
+            }
+        }
+    }
 
     /// The whole table, written out independently of `transition`: every pair not
     /// listed here must be refused.

@@ -3,8 +3,10 @@
 //! NVMe, a RAID volume and bonded NICs (built by make-server-fixture.py). Each
 //! must give exactly its expected inventory, and facts the profiles can match.
 
-use racklift::agent::{Inventory, Root, collect, facts};
-use racklift::profiles::matcher::{Fact, Facts};
+use racklift::agent::{Root, collect};
+use racklift::profiles::matcher::Facts;
+use racklift::protocol::Fact;
+use racklift::protocol::{Inventory, facts};
 use std::path::PathBuf;
 
 fn fixture(name: &str) -> PathBuf {

@@ -5,7 +5,8 @@
 mod common;
 
 use common::TestServer;
-use racklift::agent::{Client, Command, Inventory, Pacing, Root, Settings, collect};
+use racklift::agent::{Client, Command, Pacing, Root, Settings, collect};
+use racklift::protocol::Inventory;
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -145,7 +146,7 @@ on_both_backends!(
 async fn discovery_records_the_bmc_and_names_by_mac_without_serial(s: &TestServer) {
     let mut inv = fixture_inventory("qemu-seabios", "01-52-54-00-12-34-01");
     inv.system.serial = None;
-    inv.bmc = Some(racklift::agent::inventory::Bmc {
+    inv.bmc = Some(racklift::protocol::inventory::Bmc {
         channel: 1,
         ipv4: Some("10.1.2.3".into()),
         mac: Some("52:54:00:aa:bb:cc".into()),

@@ -6,18 +6,17 @@
 mod common;
 #[path = "common/ipmi_sim.rs"]
 mod ipmi_sim;
+#[path = "common/udp_proxy.rs"]
+mod udp_proxy;
 
 use common::{TestServer, peers};
 use ipmi_sim::{IpmiSim, PASSWORD, USER};
 use racklift::bmc::{BmcDriver, BmcError, BmcTarget, BootDevice, Drivers, PowerAction, PowerState};
 use racklift::node::BmcDriverKind;
 use serde_json::json;
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::UdpSocket;
-use tokio::task::JoinSet;
+use udp_proxy::Proxy;
 
 async fn start_sim() -> Option<IpmiSim> {
     tokio::task::spawn_blocking(IpmiSim::start)
@@ -221,31 +220,6 @@ async fn no_answer_is_transient_and_bounded() {
     assert!(e.to_string().contains("nothing listens on UDP port"), "{e}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_commands_to_one_bmc_are_serialised() {
-    let Some(sim) = start_sim().await else { return };
-    let proxy = Proxy::start(sim.port, 0).await;
-    let d = Drivers::default();
-    let mut tasks = JoinSet::new();
-    for i in 0..8 {
-        let bmc = driver(&d, proxy.port);
-        tasks.spawn(async move {
-            if i % 2 == 0 {
-                bmc.power_state().await.map(|_| ())
-            } else {
-                bmc.set_boot_device(BootDevice::Pxe, false).await
-            }
-        });
-    }
-    while let Some(r) = tasks.join_next().await {
-        r.expect("task").expect("command");
-    }
-    let st = proxy.stats();
-    assert_eq!(st.sessions(), 8, "{st:?}");
-    assert_eq!(st.max_sessions_in_flight(), 1, "{st:?}");
-    assert_eq!(sim.log(), vec!["boot pxe"; 4]);
-}
-
 async fn node_walk_with_an_ipmi_bmc(s: &TestServer) {
     let Some(sim) = start_sim().await else { return };
     let mac = "52:54:00:20:00:01";
@@ -310,124 +284,3 @@ async fn node_walk_with_an_ipmi_bmc(s: &TestServer) {
     );
 }
 on_both_backends!(node_walk_with_an_ipmi_bmc);
-
-// --- A UDP proxy between the driver and the simulator ----------------------
-
-#[derive(Debug, Default, Clone)]
-struct ProxyStats {
-    to_bmc: u64,
-    to_client: u64,
-    dropped_to_bmc: u64,
-    dropped_to_client: u64,
-    /// Packets identical to the one before from the same client (retransmissions).
-    resent: u64,
-    /// The client port of every packet towards the BMC, in arrival order. The
-    /// driver opens each session from a fresh port.
-    order: Vec<u16>,
-}
-
-impl ProxyStats {
-    fn sessions(&self) -> usize {
-        let mut ports = self.order.clone();
-        ports.sort_unstable();
-        ports.dedup();
-        ports.len()
-    }
-
-    /// The most sessions that had packets both before and after some moment.
-    fn max_sessions_in_flight(&self) -> usize {
-        let mut span: HashMap<u16, (usize, usize)> = HashMap::new();
-        for (i, p) in self.order.iter().enumerate() {
-            span.entry(*p).and_modify(|s| s.1 = i).or_insert((i, i));
-        }
-        (0..self.order.len())
-            .map(|i| span.values().filter(|(a, b)| *a <= i && i <= *b).count())
-            .max()
-            .unwrap_or(0)
-    }
-}
-
-/// Forwards UDP between clients and one upstream port, dropping every
-/// `drop_every`-th packet in each direction (0: none).
-struct Proxy {
-    port: u16,
-    stats: Arc<Mutex<ProxyStats>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Proxy {
-    async fn start(upstream: u16, drop_every: u64) -> Proxy {
-        let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
-        let port = front.local_addr().unwrap().port();
-        let stats = Arc::new(Mutex::new(ProxyStats::default()));
-        let st = stats.clone();
-        let task = tokio::spawn(async move {
-            let mut backs: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
-            let mut last: HashMap<SocketAddr, Vec<u8>> = HashMap::new();
-            let mut readers = JoinSet::new();
-            let mut buf = [0u8; 2048];
-            loop {
-                let Ok((n, client)) = front.recv_from(&mut buf).await else {
-                    continue;
-                };
-                let packet = buf[..n].to_vec();
-                let drop_it = {
-                    let mut s = st.lock().unwrap();
-                    s.to_bmc += 1;
-                    s.order.push(client.port());
-                    if last.get(&client) == Some(&packet) {
-                        s.resent += 1;
-                    }
-                    let d = drop_every > 0 && s.to_bmc % drop_every == 0;
-                    if d {
-                        s.dropped_to_bmc += 1;
-                    }
-                    d
-                };
-                last.insert(client, packet.clone());
-                if drop_it {
-                    continue;
-                }
-                let back = match backs.get(&client) {
-                    Some(b) => b.clone(),
-                    None => {
-                        let b = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
-                        b.connect(("127.0.0.1", upstream)).await.unwrap();
-                        let (b2, front2, st2) = (b.clone(), front.clone(), st.clone());
-                        readers.spawn(async move {
-                            let mut buf = [0u8; 2048];
-                            while let Ok(n) = b2.recv(&mut buf).await {
-                                let drop_it = {
-                                    let mut s = st2.lock().unwrap();
-                                    s.to_client += 1;
-                                    let d = drop_every > 0 && s.to_client % drop_every == 0;
-                                    if d {
-                                        s.dropped_to_client += 1;
-                                    }
-                                    d
-                                };
-                                if !drop_it {
-                                    let _ = front2.send_to(&buf[..n], client).await;
-                                }
-                            }
-                        });
-                        backs.insert(client, b.clone());
-                        b
-                    }
-                };
-                let _ = back.send(&packet).await;
-            }
-        });
-        Proxy { port, stats, task }
-    }
-
-    fn stats(&self) -> ProxyStats {
-        self.stats.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}

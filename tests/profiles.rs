@@ -5,8 +5,8 @@
 mod common;
 
 use common::TestServer;
-use racklift::profiles::matcher::Fact;
 use racklift::profiles::{evaluate, load_dir};
+use racklift::protocol::Fact;
 use racklift::store::profiles::Candidate;
 use serde_json::{Value, json};
 use std::path::Path;

@@ -332,30 +332,6 @@ async fn a_command_given_up_half_way_still_ends_its_session() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_commands_to_one_bmc_are_serialised() {
-    let srv = RedfishServer::start(Options::default()).await;
-    let d = drivers();
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..8 {
-        let bmc = server_driver(&d, &srv);
-        tasks.spawn(async move {
-            if i % 2 == 0 {
-                bmc.power_state().await.map(|_| ())
-            } else {
-                bmc.set_boot_device(BootDevice::Pxe, false).await
-            }
-        });
-    }
-    while let Some(r) = tasks.join_next().await {
-        r.expect("task").expect("command");
-    }
-    let m = srv.machine();
-    assert_eq!(m.sessions_made, 8);
-    assert_eq!(m.max_in_flight, 1, "one request at a time");
-    assert_eq!(m.open_sessions(), 0);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_etag_is_read_again_and_the_change_sent_once_more() {
     let srv = RedfishServer::start(Options::default()).await;
     let d = drivers();

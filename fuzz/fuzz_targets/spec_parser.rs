@@ -11,7 +11,8 @@
 mod matcher;
 
 use libfuzzer_sys::fuzz_target;
-use matcher::{Fact, Facts, SpecSet, explain, matches};
+use matcher::{Facts, SpecSet, explain, matches};
+use racklift::protocol::Fact;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

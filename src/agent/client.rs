@@ -7,7 +7,7 @@
 //! and never dropped. A refused token (401/403) or a refused body (other 4xx)
 //! ends the run with that message, since no retry can fix it.
 
-use super::inventory::Inventory;
+use crate::protocol::{Command, Heartbeat, Inventory, LogLines};
 use std::time::{Duration, Instant};
 
 /// What the kernel command line tells the agent.
@@ -82,14 +82,6 @@ impl Default for Pacing {
     }
 }
 
-/// What the server tells the agent to do next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Command {
-    Wait,
-    PowerOff,
-    Reboot,
-}
-
 /// Why the run ended without the server's command.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -151,17 +143,14 @@ impl Client {
         let line = line.into();
         eprintln!("racklift-agent: {line}");
         // The server refuses longer lines; the console has the whole one.
-        let line: String = line
-            .chars()
-            .take(crate::node::limits::AGENT_LOG_LINE)
-            .collect();
+        let line: String = line.chars().take(crate::protocol::AGENT_LOG_LINE).collect();
         if self.pending.len() >= MAX_PENDING {
             self.pending.remove(0);
         }
         self.pending.push(line);
     }
 
-    fn send(&self, path: &str, body: &serde_json::Value) -> Reply {
+    fn send(&self, path: &str, body: &impl serde::Serialize) -> Reply {
         let url = format!("{}{path}", self.settings.api);
         let resp = match self
             .http
@@ -225,8 +214,10 @@ impl Client {
         if self.pending.is_empty() {
             return;
         }
-        let n = self.pending.len().min(crate::node::limits::AGENT_LOG_LINES);
-        let body = serde_json::json!({ "lines": &self.pending[..n] });
+        let n = self.pending.len().min(crate::protocol::AGENT_LOG_LINES);
+        let body = LogLines {
+            lines: self.pending[..n].to_vec(),
+        };
         if let Reply::Ok(_) = self.send("/v1/agent/log", &body) {
             self.pending.drain(..n);
         }
@@ -235,11 +226,10 @@ impl Client {
     /// One heartbeat: the server's command, or None when it could not be asked.
     fn heartbeat(&mut self) -> Result<Option<Command>, AgentError> {
         match self.send("/v1/agent/heartbeat", &serde_json::json!({})) {
-            Reply::Ok(v) => Ok(Some(match v["command"].as_str() {
-                Some("poweroff") => Command::PowerOff,
-                Some("reboot") => Command::Reboot,
-                _ => Command::Wait,
-            })),
+            // An answer this agent does not know (a newer server) means wait.
+            Reply::Ok(v) => Ok(Some(
+                serde_json::from_value::<Heartbeat>(v).map_or(Command::Wait, |h| h.command),
+            )),
             Reply::Transient(why) => {
                 eprintln!("racklift-agent: heartbeat failed ({why})");
                 Ok(None)

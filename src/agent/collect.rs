@@ -1,9 +1,9 @@
 //! Collectors: each reads one part of the machine from /sys, /proc and the
 //! firmware tables under a [`Root`], with no external tools.
 
-use super::inventory::*;
 use super::root::Root;
 use super::smbios;
+use crate::protocol::inventory::*;
 use std::collections::{BTreeMap, BTreeSet};
 
 const SECURE_BOOT_VAR: &str =

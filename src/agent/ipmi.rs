@@ -5,8 +5,8 @@
 //!
 //! No device, or no answer within a second: no BMC section.
 
-use super::inventory::Bmc;
 use super::root::Root;
+use crate::protocol::inventory::Bmc;
 
 /// Parameter 3: the IPv4 address.
 const PARAM_IP: u8 = 3;

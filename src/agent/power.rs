@@ -2,7 +2,7 @@
 //! file systems, then reboot(2) with the power-off or restart command, falling
 //! back to the magic SysRq keys when the call is refused.
 
-use super::client::Command;
+use crate::protocol::Command;
 
 /// Powers the machine off or restarts it; returns only on failure.
 pub fn obey(c: Command) -> std::io::Error {

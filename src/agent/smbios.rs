@@ -5,7 +5,7 @@
 //! Every offset is checked against the structure's length: a short or
 //! truncated table yields fewer fields, never a panic.
 
-use serde::{Deserialize, Serialize};
+use crate::protocol::inventory::Dimm;
 
 /// One structure: its type, formatted area and strings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,23 +88,6 @@ pub struct SystemInfo {
     pub bios_vendor: Option<String>,
     pub bios_version: Option<String>,
     pub bios_date: Option<String>,
-}
-
-/// A memory device (type 17) with a module installed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Dimm {
-    /// Device locator (`DIMM 0`, `PROC 1 DIMM 1`).
-    pub slot: String,
-    pub bank: Option<String>,
-    pub size_bytes: u64,
-    /// `DDR4`, `RAM`, ...
-    pub kind: Option<String>,
-    /// Maximum speed in MT/s.
-    pub speed_mts: Option<u32>,
-    pub manufacturer: Option<String>,
-    pub serial: Option<String>,
-    pub part: Option<String>,
 }
 
 /// Types 0 and 1 of a table.

@@ -10,12 +10,13 @@ use crate::app::agent::{Accepted, Caller};
 use crate::boot::{RamdiskParams, script};
 use crate::node::MacAddr;
 use crate::node::limits;
+use crate::protocol::{Heartbeat, LogLines, StatusReport};
 use axum::Json;
 use axum::extract::{ConnectInfo, FromRequestParts, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
@@ -120,15 +121,7 @@ pub(super) async fn inventory(
     Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
 }
 
-/// `POST /v1/agent/status`: the agent's result for the boot's step.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(super) struct StatusBody {
-    ok: bool,
-    message: Option<String>,
-}
-
-#[utoipa::path(post, path = "/v1/agent/status", request_body = StatusBody,
+#[utoipa::path(post, path = "/v1/agent/status", request_body = StatusReport,
     responses((status = 202, description = "Recorded"),
         (status = 400, body = super::error::ErrorBody, description = "Malformed body, or a message of more than 2000 characters"),
         (status = 401, body = super::error::ErrorBody, description = "No agent token, or one that is unknown, expired, or of a boot that has ended (checked before the body)"),
@@ -137,7 +130,7 @@ pub(super) struct StatusBody {
 pub(super) async fn status(
     State(app): State<AppState>,
     Agent(caller): Agent,
-    ApiJson(body): ApiJson<StatusBody>,
+    ApiJson(body): ApiJson<StatusReport>,
 ) -> Result<Response, ApiError> {
     if matches!(caller, Caller::Boot(_)) {
         limits::check_opt("message", body.message.as_deref(), limits::AGENT_MESSAGE)?;
@@ -146,36 +139,21 @@ pub(super) async fn status(
     Ok((StatusCode::ACCEPTED, Json(json!({"recorded": true}))).into_response())
 }
 
-/// What the agent should do next.
-#[derive(Debug, Serialize, ToSchema)]
-pub(super) struct Command {
-    /// `wait` (keep heartbeating) or `poweroff` (the report is in; the step is
-    /// finishing, or the discovered machine is enrolled).
-    command: String,
-}
-
-#[utoipa::path(post, path = "/v1/agent/heartbeat", responses((status = 200, body = Command),
+#[utoipa::path(post, path = "/v1/agent/heartbeat", responses((status = 200, body = Heartbeat),
         (status = 401, body = super::error::ErrorBody, description = "No agent token, or one that is unknown, expired, or of a boot that has ended")), security(("agent" = [])))]
-pub(super) async fn heartbeat(Agent(caller): Agent) -> Result<Json<Command>, ApiError> {
-    Ok(Json(Command {
-        command: crate::app::agent::next_command(&caller).into(),
+pub(super) async fn heartbeat(Agent(caller): Agent) -> Result<Json<Heartbeat>, ApiError> {
+    Ok(Json(Heartbeat {
+        command: crate::app::agent::next_command(&caller),
     }))
 }
 
-/// `POST /v1/agent/log`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(super) struct LogBody {
-    lines: Vec<String>,
-}
-
-#[utoipa::path(post, path = "/v1/agent/log", request_body = LogBody, responses((status = 202, description = "Recorded as node events"),
+#[utoipa::path(post, path = "/v1/agent/log", request_body = LogLines, responses((status = 202, description = "Recorded as node events"),
         (status = 400, body = super::error::ErrorBody, description = "Malformed body, more than 200 lines, or a line of more than 1000 characters (invalid_field names it)"),
         (status = 401, body = super::error::ErrorBody, description = "No agent token, or one that is unknown or expired (a boot that has ended may still send its last lines)")), security(("agent" = [])))]
 pub(super) async fn log(
     State(app): State<AppState>,
     AgentLate(caller): AgentLate,
-    ApiJson(body): ApiJson<LogBody>,
+    ApiJson(body): ApiJson<LogLines>,
 ) -> Result<StatusCode, ApiError> {
     limits::check_count("lines", body.lines.len(), limits::AGENT_LOG_LINES)?;
     for (i, line) in body.lines.iter().enumerate() {

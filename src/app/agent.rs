@@ -13,11 +13,10 @@
 //! on one row.
 
 use super::{App, AppError};
-use crate::agent::inventory::Inventory;
 use crate::boot::BootView;
 use crate::log_limit::LogLimit;
 use crate::node::MacAddr;
-use crate::profiles::matcher::Fact;
+use crate::protocol::{Command, Fact, Inventory};
 use crate::state::State as NodeState;
 use crate::store::tokens::DISCOVERY_PREFIX;
 use crate::store::{AgentAuth, AgentTokenError, DiscoveryAuth, Handout, Phase, StepOutcome};
@@ -71,7 +70,7 @@ pub fn checked_facts(raw: &serde_json::Value) -> Result<(Option<Inventory>, Vec<
             format!("inventory.{}: {}", e.path(), e.inner()),
         )
     })?;
-    let facts = crate::agent::facts::facts(&inv);
+    let facts = crate::protocol::facts::facts(&inv);
     Ok((Some(inv), facts))
 }
 
@@ -293,7 +292,7 @@ impl App {
             .log_event(node_id, "agent", "agent", &format!("{what} ({size} bytes)"))
             .await?;
         if let Some(old) = prev {
-            let changes = crate::agent::facts::diff(&old, facts);
+            let changes = crate::protocol::facts::diff(&old, facts);
             let text = if changes.is_empty() {
                 "hardware unchanged since the last inventory".to_string()
             } else {
@@ -363,10 +362,10 @@ impl App {
 /// is finishing, or the discovered machine is enrolled), else `wait` (also
 /// while the step is still starting: a fast machine can boot before the BMC
 /// calls return).
-pub fn next_command(caller: &Caller) -> &'static str {
+pub fn next_command(caller: &Caller) -> Command {
     match caller {
-        Caller::Boot(auth) if auth.finishing => "poweroff",
-        Caller::Discovery(d) if d.node_id.is_some() => "poweroff",
-        _ => "wait",
+        Caller::Boot(auth) if auth.finishing => Command::PowerOff,
+        Caller::Discovery(d) if d.node_id.is_some() => Command::PowerOff,
+        _ => Command::Wait,
     }
 }

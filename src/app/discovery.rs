@@ -10,9 +10,8 @@
 
 use super::agent::Accepted;
 use super::{App, AppError};
-use crate::agent::inventory::Inventory;
 use crate::node::{BmcDriverKind, BmcInput, MacAddr, NewNode, Node, limits};
-use crate::profiles::matcher::Fact;
+use crate::protocol::{Fact, Inventory};
 use crate::store::{AgentTokenError, DiscoveryAuth, StoreError};
 
 /// A node name from a serial number: lower case, other characters as `-`.

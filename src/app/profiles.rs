@@ -3,8 +3,9 @@
 //! force), and profile selection for a node from its facts.
 
 use super::{App, AppError};
-use crate::profiles::matcher::{Fact, Facts};
+use crate::profiles::matcher::Facts;
 use crate::profiles::{Profile, ProfileError, evaluate, load_dir};
+use crate::protocol::Fact;
 use crate::store::profiles::Candidate;
 use std::sync::Arc;
 

@@ -66,7 +66,7 @@ fn main() -> ExitCode {
             .find_map(|w| w.strip_prefix("BOOTIF="));
         let inv = agent::collect_timed(&root, bootif);
         let out = if a.facts {
-            serde_json::to_string_pretty(&agent::facts::facts(&inv))
+            serde_json::to_string_pretty(&racklift::protocol::facts::facts(&inv))
         } else {
             serde_json::to_string_pretty(&inv)
         };

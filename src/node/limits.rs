@@ -33,12 +33,9 @@ pub const VOLUME_DRIVES: usize = 64;
 pub const BIOS_ATTRIBUTES: usize = 512;
 /// A BIOS attribute's name, or its value when it is a string.
 pub const BIOS_VALUE: usize = 1024;
-/// An agent's step result message.
-pub const AGENT_MESSAGE: usize = 2000;
-/// One line of an agent's log.
-pub const AGENT_LOG_LINE: usize = 1000;
-/// Lines in one agent log request.
-pub const AGENT_LOG_LINES: usize = 200;
+/// The agent's own bounds (a result message, a log line, lines per
+/// request), kept with what the agent says.
+pub use crate::protocol::{AGENT_LOG_LINE, AGENT_LOG_LINES, AGENT_MESSAGE};
 /// Facts in one profile test.
 pub const FACTS: usize = 20_000;
 /// One part (class, type, key or value) of a fact.

@@ -15,20 +15,20 @@ pub use profile::{Profile, ProfileError, Verdict, evaluate, load_dir};
 /// reload) and the conductor (which reads a node's BIOS and RAID settings).
 pub type SharedProfiles = std::sync::Arc<std::sync::RwLock<std::sync::Arc<Vec<Profile>>>>;
 
-use matcher::Fact;
+use crate::protocol::Fact;
 use serde_json::Value;
 
 /// The eDeploy-style facts of a stored inventory.
 ///
-/// racklift-agent's inventory gives [`crate::agent::facts::facts`]; an
+/// racklift-agent's inventory gives [`crate::protocol::facts::facts`]; an
 /// inventory carrying `"facts": [[class, type, key, value], ...]` gives those;
 /// otherwise nested objects `{class: {type: {key: value}}}` are flattened (a
 /// list at the type level names each element by its `name` field, or its index).
 pub fn facts_from_inventory(inventory: &Value) -> Vec<Fact> {
     if inventory.get("agent").is_some()
-        && let Ok(inv) = serde_json::from_value::<crate::agent::Inventory>(inventory.clone())
+        && let Ok(inv) = serde_json::from_value::<crate::protocol::Inventory>(inventory.clone())
     {
-        return crate::agent::facts::facts(&inv);
+        return crate::protocol::facts::facts(&inv);
     }
     if let Some(list) = inventory.get("facts").and_then(Value::as_array) {
         return list

@@ -423,7 +423,7 @@ pub fn evaluate(profiles: &[Profile], facts: &Facts) -> Vec<Verdict> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profiles::matcher::Fact;
+    use crate::protocol::Fact;
 
     fn fixture(n: u32) -> Facts {
         let path = format!(

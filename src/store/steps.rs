@@ -15,7 +15,7 @@ use super::{
     Move, NodeRecord, Result, Store, StoreError, move_node, node_cols, node_from_row, now_ms,
 };
 pub use crate::plan::{Phase, Stage, StageResult, StepStatus};
-use crate::state::{Event, State, transition};
+use crate::state::{Continuation, Event, continuation, transition};
 use serde::{Deserialize, Serialize};
 use sqlx::{Any, Row, Transaction};
 use std::time::Duration;
@@ -552,20 +552,7 @@ impl Store {
             Ok(m) => (m.clone(), note),
             Err(e) => (Some(e.clone()), Some(e.as_str())),
         };
-        let next = match (event, to, node.target) {
-            (Event::Done, State::Available, Some(State::Active | State::InService)) => {
-                Some(Event::Deploy)
-            }
-            (Event::Done, State::Active, Some(State::InService)) => Some(Event::Configure),
-            _ => None,
-        }
-        .filter(|_| !node.maintenance);
-        let target = match (event, next) {
-            (Event::Fail, _) => None,
-            (_, Some(_)) => node.target,
-            (_, None) if node.target == Some(to) => None,
-            (_, None) => node.target,
-        };
+        let Continuation { next, target } = continuation(event, to, node.target, node.maintenance);
         move_node(
             tx,
             node,

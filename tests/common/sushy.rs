@@ -38,6 +38,33 @@ pub fn find() -> Option<PathBuf> {
     })
 }
 
+/// The user and password of an emulator started with authentication.
+pub const USER: &str = "admin";
+pub const PASSWORD: &str = "password";
+
+/// Writes an htpasswd line for [`USER`] with a bcrypt digest of [`PASSWORD`],
+/// using the Python beside the emulator (which has bcrypt for checking it).
+fn write_htpasswd(bin: &std::path::Path, file: &std::path::Path) -> Result<(), String> {
+    let python = bin.with_file_name("python3");
+    let out = Command::new(&python)
+        .args([
+            "-c",
+            "import bcrypt,sys; print(sys.argv[1] + ':' + bcrypt.hashpw(sys.argv[2].encode(), bcrypt.gensalt(4)).decode())",
+            USER,
+            PASSWORD,
+        ])
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} could not make a bcrypt digest: {}",
+            python.display(),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    std::fs::write(file, &out.stdout).map_err(|e| e.to_string())
+}
+
 /// One running emulator.
 pub struct Sushy {
     pub port: u16,
@@ -56,6 +83,13 @@ impl Sushy {
     /// Starts an emulator with one machine (powered off) and waits until it
     /// answers; None (skip) when sushy-tools is not installed.
     pub async fn start() -> Option<Sushy> {
+        Self::start_with(false).await
+    }
+
+    /// Like [`Sushy::start`]; with `auth`, the emulator asks for HTTP basic
+    /// authentication as [`USER`] with [`PASSWORD`] (a bcrypt htpasswd file,
+    /// made with the emulator's own Python).
+    pub async fn start_with(auth: bool) -> Option<Sushy> {
         let Some(bin) = find() else {
             super::peers::check(Some(
                 "sushy-emulator not installed (PyPI sushy-tools; see scripts/setup-test-env.sh)"
@@ -65,7 +99,7 @@ impl Sushy {
         };
         let mut last = String::new();
         for _ in 0..5 {
-            match Self::try_start(&bin).await {
+            match Self::try_start(&bin, auth).await {
                 Ok(s) => return Some(s),
                 Err(e) => last = e,
             }
@@ -73,7 +107,7 @@ impl Sushy {
         panic!("sushy-emulator did not start: {last}");
     }
 
-    async fn try_start(bin: &std::path::Path) -> Result<Sushy, String> {
+    async fn try_start(bin: &std::path::Path, auth: bool) -> Result<Sushy, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -82,10 +116,18 @@ impl Sushy {
         let state = dir.path().join("state");
         std::fs::create_dir(&state).map_err(|e| e.to_string())?;
         let conf = dir.path().join("emulator.conf");
+        let auth_line = if auth {
+            let file = dir.path().join("htpasswd");
+            write_htpasswd(bin, &file)?;
+            format!("SUSHY_EMULATOR_AUTH_FILE = '{}'\n", file.display())
+        } else {
+            String::new()
+        };
         std::fs::write(
             &conf,
-            format!(
-                "SUSHY_EMULATOR_LISTEN_IP = '127.0.0.1'\n\
+            auth_line
+                + &format!(
+                    "SUSHY_EMULATOR_LISTEN_IP = '127.0.0.1'\n\
                  SUSHY_EMULATOR_LISTEN_PORT = {port}\n\
                  SUSHY_EMULATOR_FAKE_DRIVER = True\n\
                  SUSHY_EMULATOR_STATE_DIR = '{}'\n\
@@ -96,8 +138,8 @@ impl Sushy {
                  \x20   'nics': [{{'mac': '{NIC_MAC}', 'ip': '172.22.0.100'}}],\n\
                  \x20   'external_notifier': False,\n\
                  }}]\n",
-                state.display()
-            ),
+                    state.display()
+                ),
         )
         .map_err(|e| e.to_string())?;
         let log =
@@ -120,6 +162,7 @@ impl Sushy {
             }
             let ok = http
                 .get(format!("http://127.0.0.1:{port}/redfish/v1/Systems"))
+                .basic_auth(USER, Some(PASSWORD))
                 .send()
                 .await
                 .is_ok_and(|r| r.status().is_success());
@@ -144,15 +187,18 @@ impl Sushy {
 
     /// The emulated system, read straight from the emulator.
     pub async fn system(&self) -> Value {
-        reqwest::get(format!(
-            "http://127.0.0.1:{}/redfish/v1/Systems/{SYSTEM_UUID}",
-            self.port
-        ))
-        .await
-        .expect("emulator answers")
-        .json()
-        .await
-        .expect("JSON")
+        reqwest::Client::new()
+            .get(format!(
+                "http://127.0.0.1:{}/redfish/v1/Systems/{SYSTEM_UUID}",
+                self.port
+            ))
+            .basic_auth(USER, Some(PASSWORD))
+            .send()
+            .await
+            .expect("emulator answers")
+            .json()
+            .await
+            .expect("JSON")
     }
 
     /// Waits (up to 60 s) until the emulator reports `PowerState` `want`.

@@ -16,8 +16,8 @@
 //! - `system ipmi {channel,ipv4,mac}` when the BMC answered;
 //! - `pci ADDRESS {vendor,device,class,driver}`.
 
+use super::fact::Fact;
 use super::inventory::Inventory;
-use crate::profiles::matcher::Fact;
 
 /// The facts of an inventory, in a stable order.
 pub fn facts(inv: &Inventory) -> Vec<Fact> {

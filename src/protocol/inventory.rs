@@ -1,9 +1,8 @@
 //! The inventory document racklift-agent posts: what the machine is, in plain
 //! units (bytes, MHz, Mbit/s). The server checks it against these types (an
 //! inventory that names `agent` must parse as one) and flattens it into
-//! eDeploy facts with [`crate::agent::facts`].
+//! eDeploy facts with [`super::facts`].
 
-use super::smbios::Dimm;
 use serde::{Deserialize, Serialize};
 
 /// The whole inventory.
@@ -171,4 +170,21 @@ impl Inventory {
     pub fn boot_mac(&self) -> Option<&str> {
         self.nics.iter().find(|n| n.booted).map(|n| n.mac.as_str())
     }
+}
+
+/// A memory device (type 17) with a module installed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dimm {
+    /// Device locator (`DIMM 0`, `PROC 1 DIMM 1`).
+    pub slot: String,
+    pub bank: Option<String>,
+    pub size_bytes: u64,
+    /// `DDR4`, `RAM`, ...
+    pub kind: Option<String>,
+    /// Maximum speed in MT/s.
+    pub speed_mts: Option<u32>,
+    pub manufacturer: Option<String>,
+    pub serial: Option<String>,
+    pub part: Option<String>,
 }
