@@ -4,11 +4,15 @@
 //!
 //! Run: `cargo bench --bench api` (PostgreSQL from `RACKLIFT_TEST_PG`, default
 //! `postgres://postgres@127.0.0.1:5432/postgres`; skipped if unreachable).
+//! RACKLIFT_BENCH_BASELINE=/path/to/an/older/racklift runs that binary too,
+//! beside this build's on each backend, named by RACKLIFT_BENCH_BASELINE_LABEL.
 //! Prints a Markdown table for docs/PERFORMANCE.md.
 
+mod common;
+
+use common::Racklift;
 use serde_json::json;
 use sqlx::Connection;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,16 +22,9 @@ const READERS: usize = 50;
 const READS_PER_READER: usize = 100;
 
 struct Server {
-    child: Child,
+    process: common::peers::Peer,
     url: String,
     token: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn rss_kib(pid: u32, field: &str) -> u64 {
@@ -40,23 +37,11 @@ fn rss_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-async fn start(dir: &std::path::Path, db: &str) -> Server {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(env!("CARGO_BIN_EXE_racklift"))
-        .arg("serve")
-        .current_dir(dir)
-        .env("RACKLIFT__HTTP__LISTEN", format!("127.0.0.1:{port}"))
-        .env("RACKLIFT__DATABASE__URL", db)
-        .env("RACKLIFT__LOG__LEVEL", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("racklift starts");
-    let url = format!("http://127.0.0.1:{port}");
+async fn start(bin: &Racklift, dir: &std::path::Path, db: &str) -> Server {
+    let listen = format!("127.0.0.1:{}", common::free_port());
+    let cfg = common::config(dir, &listen, &format!("[database]\nurl = \"{db}\"\n"));
+    let process = bin.serve(&cfg);
+    let url = format!("http://{listen}");
     let t0 = Instant::now();
     while reqwest::get(format!("{url}/healthz"))
         .await
@@ -66,11 +51,12 @@ async fn start(dir: &std::path::Path, db: &str) -> Server {
         assert!(t0.elapsed() < Duration::from_secs(30));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let token = std::fs::read_to_string(dir.join("racklift-data/admin.token"))
-        .unwrap()
-        .trim()
-        .to_string();
-    Server { child, url, token }
+    let token = common::admin_token(dir);
+    Server {
+        process,
+        url,
+        token,
+    }
 }
 
 struct Figures {
@@ -82,8 +68,8 @@ struct Figures {
     peak_mib: f64,
 }
 
-async fn run(db: &str, dir: &std::path::Path) -> Figures {
-    let s = start(dir, db).await;
+async fn run(bin: &Racklift, db: &str, dir: &std::path::Path) -> Figures {
+    let s = start(bin, dir, db).await;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
         .build()
@@ -164,7 +150,7 @@ async fn run(db: &str, dir: &std::path::Path) -> Figures {
     let list_time = t1.elapsed();
     lat.sort_by(f64::total_cmp);
     let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
-    let pid = s.child.id();
+    let pid = s.process.0.id();
     Figures {
         enrol_per_s: NODES as f64 / enrol.as_secs_f64(),
         list_p50_ms: pct(0.50),
@@ -181,45 +167,49 @@ async fn main() {
         // `cargo test --benches` asks for a list: there are no unit tests here.
         return;
     }
+    let binaries = common::binaries();
     let mut rows = Vec::new();
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!(
-        "sqlite://{}/racklift-data/racklift.db",
-        dir.path().display()
-    );
-    rows.push(("SQLite", run(&db, dir.path()).await));
+    // On each backend the binaries take turns, each with a fresh database.
+    for bin in &binaries {
+        let dir = tempfile::tempdir().unwrap();
+        let db = format!("sqlite://{}/data/racklift.db", dir.path().display());
+        rows.push((&bin.name, "SQLite", run(bin, &db, dir.path()).await));
+    }
 
     let admin = std::env::var("RACKLIFT_TEST_PG")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     match sqlx::PgConnection::connect(&admin).await {
         Ok(mut c) => {
-            let name = format!("rl_bench_{}", std::process::id());
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            let base = admin.rsplit_once('/').unwrap().0;
+            for (i, bin) in binaries.iter().enumerate() {
+                let name = format!("rl_bench_{}_{i}", std::process::id());
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&mut c)
+                    .await
+                    .unwrap();
+                let pdir = tempfile::tempdir().unwrap();
+                rows.push((
+                    &bin.name,
+                    "PostgreSQL",
+                    run(bin, &format!("{base}/{name}"), pdir.path()).await,
+                ));
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE {name} WITH (FORCE)"
+                )))
                 .execute(&mut c)
                 .await
                 .unwrap();
-            let base = admin.rsplit_once('/').unwrap().0;
-            let pdir = tempfile::tempdir().unwrap();
-            rows.push((
-                "PostgreSQL",
-                run(&format!("{base}/{name}"), pdir.path()).await,
-            ));
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP DATABASE {name} WITH (FORCE)"
-            )))
-            .execute(&mut c)
-            .await
-            .unwrap();
+            }
         }
         Err(e) => eprintln!("PostgreSQL skipped: {e}"),
     }
     println!(
-        "| backend | enrol {NODES} nodes (nodes/s) | filtered list p50 (ms) | p99 (ms) | lists/s ({READERS} readers) | RSS after (MiB) | peak RSS (MiB) |"
+        "| server | backend | enrol {NODES} nodes (nodes/s) | filtered list p50 (ms) | p99 (ms) | lists/s ({READERS} readers) | RSS after (MiB) | peak RSS (MiB) |"
     );
-    println!("|---|---|---|---|---|---|---|");
-    for (name, f) in rows {
+    println!("|---|---|---|---|---|---|---|---|");
+    for (server, backend, f) in rows {
         println!(
-            "| {name} | {:.0} | {:.2} | {:.2} | {:.0} | {:.1} | {:.1} |",
+            "| {server} | {backend} | {:.0} | {:.2} | {:.2} | {:.0} | {:.1} | {:.1} |",
             f.enrol_per_s, f.list_p50_ms, f.list_p99_ms, f.list_per_s, f.rss_mib, f.peak_mib
         );
     }

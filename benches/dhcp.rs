@@ -12,16 +12,18 @@
 //! RACKLIFT_BENCH_SECS sets each run's length (default 10);
 //! RACKLIFT_BENCH_ONLY=racklift (or kea, dnsmasq; several separated by commas)
 //! runs only the servers whose name contains one of them;
-//! RACKLIFT_BENCH_ROUNDS=N runs every server N times, taking turns. After
+//! RACKLIFT_BENCH_ROUNDS=N runs every server N times, taking turns;
+//! RACKLIFT_BENCH_BASELINE=/path/to/an/older/racklift runs that binary too,
+//! beside this build's, named by RACKLIFT_BENCH_BASELINE_LABEL. After
 //! racklift's runs its own counters are printed
 //! (answers, requests shed under overload, malformed), so a drop perfdhcp
 //! sees can be told apart from one racklift chose.
 
-#[path = "../tests/common/netns.rs"]
+mod common;
+#[path = "common/netns.rs"]
 mod netns;
-#[path = "../tests/common/peers.rs"]
-mod peers;
 
+use common::{Racklift, peers};
 use netns::Link;
 use std::path::Path;
 use std::process::Stdio;
@@ -137,12 +139,14 @@ fn ticks_per_sec() -> f64 {
 
 /// racklift's DHCP counters, from `/metrics` inside the server's namespace.
 fn racklift_counters(link: &Link, dir: &Path) -> String {
-    let token = std::fs::read_to_string(dir.join("admin.token")).unwrap_or_default();
     let out = link
         .srv
         .cmd("curl")
         .args(["-s", "-H"])
-        .arg(format!("Authorization: Bearer {}", token.trim()))
+        .arg(format!(
+            "Authorization: Bearer {}",
+            common::admin_token(dir)
+        ))
         .arg("http://127.0.0.1:8080/metrics")
         .output();
     let text = out
@@ -181,31 +185,18 @@ fn wait_answering(link: &Link) {
     }
 }
 
-fn racklift(link: &Link, dir: &Path) -> peers::Peer {
-    let cfg = dir.join("racklift.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "data_dir = \"{d}\"\nprofiles = {{ dir = \"{d}/profiles\" }}\n\
-             [http]\nlisten = \"127.0.0.1:8080\"\n\
-             [log]\nlevel = \"warn\"\n\
-             [dhcp]\nenabled = true\ninterfaces = [\"rl-s\"]\n\
+fn racklift(bin: &Racklift, link: &Link, dir: &Path) -> peers::Peer {
+    let cfg = common::config(
+        dir,
+        "127.0.0.1:8080",
+        &format!(
+            "[dhcp]\nenabled = true\ninterfaces = [\"rl-s\"]\n\
              [[dhcp.subnet]]\nnetwork = \"10.77.0.0/16\"\nranges = [\"{a}-{b}\"]\nrouter = \"10.77.0.1\"\ndiscovery = true\nlease_time = \"1h\"\n",
-            d = dir.display(),
             a = RANGE.0,
             b = RANGE.1,
         ),
-    )
-    .unwrap();
-    link.srv
-        .cmd(env!("CARGO_BIN_EXE_racklift"))
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map(peers::Peer)
-        .expect("racklift")
+    );
+    bin.serve_by(link.srv.cmd(&bin.path), &cfg)
 }
 
 fn dnsmasq(link: &Link, dir: &Path) -> peers::Peer {
@@ -292,13 +283,30 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
     let mut rows = Vec::new();
-    type Start = fn(&Link, &Path) -> peers::Peer;
-    let servers: [(&str, Start, u32); 4] = [
-        ("racklift (SQLite, leases durable)", racklift, 20000),
-        ("Kea memfile persist=true", |l, d| kea(l, d, true), 20000),
-        ("Kea memfile persist=false", |l, d| kea(l, d, false), 20000),
-        ("dnsmasq", dnsmasq, 5000),
-    ];
+    type Start<'a> = Box<dyn Fn(&Link, &Path) -> peers::Peer + 'a>;
+    let binaries = common::binaries();
+    let mut servers: Vec<(String, Start, u32)> = binaries
+        .iter()
+        .map(|bin| {
+            let start: Start = Box::new(move |l, d| racklift(bin, l, d));
+            (
+                format!("{}, SQLite, leases durable", bin.name),
+                start,
+                20000,
+            )
+        })
+        .collect();
+    servers.push((
+        "Kea memfile persist=true".into(),
+        Box::new(|l, d| kea(l, d, true)),
+        20000,
+    ));
+    servers.push((
+        "Kea memfile persist=false".into(),
+        Box::new(|l, d| kea(l, d, false)),
+        20000,
+    ));
+    servers.push(("dnsmasq".into(), Box::new(dnsmasq), 5000));
     let only = std::env::var("RACKLIFT_BENCH_ONLY").unwrap_or_default();
     let only: Vec<String> = only.split(',').map(|o| o.trim().to_lowercase()).collect();
     let rounds: u32 = std::env::var("RACKLIFT_BENCH_ROUNDS")
@@ -309,7 +317,8 @@ fn main() {
     // Rounds take the servers in turn, so a slow spell of the machine falls on
     // all of them rather than on one.
     let order = (1..=rounds).flat_map(|round| servers.iter().map(move |s| (round, s)));
-    for (round, &(name, start, rate)) in order {
+    for (round, (name, start, rate)) in order {
+        let (name, rate) = (name.as_str(), *rate);
         if !only.iter().any(|o| name.to_lowercase().contains(o)) {
             continue;
         }

@@ -1,15 +1,18 @@
 //! Boot-file download throughput: 64 concurrent downloads of a 256 MiB file
-//! from racklift's `/assets/` and from nginx serving the same file on the same
-//! machine (loopback), 3 rounds each, alternating. Prints a Markdown table.
+//! from racklift's `/assets/` (`racklift serve`) and from nginx serving the
+//! same file on the same machine (loopback), 3 rounds each, alternating.
+//! Prints a Markdown table.
 //!
 //!     cargo bench --bench http
 //!
 //! Needs nginx (scripts/setup-test-env.sh installs it); without it racklift is
 //! measured alone. RACKLIFT_BENCH_MIB sets the file size (default 256).
+//! RACKLIFT_BENCH_BASELINE=/path/to/an/older/racklift runs that binary too,
+//! beside this build's, named by RACKLIFT_BENCH_BASELINE_LABEL.
 
-#[path = "../tests/common/peers.rs"]
-mod peers;
+mod common;
 
+use common::peers;
 use futures::StreamExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -108,36 +111,39 @@ async fn main() {
             f.write_all(&block).unwrap();
         }
     }
-    // racklift in this process, as `serve` would run it (release build).
-    let mut cfg = racklift::config::Config::defaults();
-    cfg.data_dir = dir.path().join("data");
-    cfg.database.url = format!("sqlite://{}/racklift.db", cfg.data_dir.display());
-    cfg.secrets.key_file = cfg.data_dir.join("secret.key");
-    cfg.secrets.admin_token_file = cfg.data_dir.join("admin.token");
-    cfg.profiles_dir = cfg.data_dir.join("profiles");
-    cfg.boot.assets_dir = assets.clone();
-    cfg.log.level = "warn".into();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let running = racklift::server::start(cfg, listener).await.unwrap();
-    let rl_url = format!("http://{}/assets/images/disk.raw", running.addr);
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    // racklift: each binary as `racklift serve`, with its own data directory.
+    let mut servers = Vec::new();
+    let mut running = Vec::new();
+    for (i, bin) in common::binaries().into_iter().enumerate() {
+        let run_dir = dir.path().join(format!("racklift-{i}"));
+        std::fs::create_dir(&run_dir).unwrap();
+        let listen = format!("127.0.0.1:{}", common::free_port());
+        let cfg = common::config(
+            &run_dir,
+            &listen,
+            &format!("[boot]\nassets_dir = \"{}\"\n", assets.display()),
+        );
+        running.push(bin.serve(&cfg));
+        let url = format!("http://{listen}/assets/images/disk.raw");
+        wait_up(&url).await;
+        servers.push((format!("{} `/assets/`", bin.name), url));
+    }
+    let port = common::free_port();
     let ng_dir = dir.path().join("nginx");
     std::fs::create_dir_all(&ng_dir).unwrap();
     let ng = nginx(&ng_dir, &assets, port);
     let ng_url = format!("http://127.0.0.1:{port}/images/disk.raw");
     if ng.is_some() {
         wait_up(&ng_url).await;
+        servers.push(("nginx (sendfile)".into(), ng_url));
     } else {
         println!("nginx not installed: racklift alone");
     }
-    let (mut rl, mut nx) = (Vec::new(), Vec::new());
+    // The servers take turns, round by round.
+    let mut rates = vec![Vec::new(); servers.len()];
     for _ in 0..ROUNDS {
-        rl.push(download_all(&rl_url, size).await);
-        if ng.is_some() {
-            nx.push(download_all(&ng_url, size).await);
+        for ((_, url), rates) in servers.iter().zip(&mut rates) {
+            rates.push(download_all(url, size).await);
         }
     }
     let med = |v: &mut Vec<f64>| {
@@ -146,15 +152,8 @@ async fn main() {
     };
     println!("| server | {CLIENTS} downloads of {mib} MiB, MiB/s (median of {ROUNDS}) | rounds |");
     println!("|---|---|---|");
-    println!(
-        "| racklift `/assets/` | {:.0} | {rl:.0?} |",
-        med(&mut rl.clone())
-    );
-    if ng.is_some() {
-        println!(
-            "| nginx (sendfile) | {:.0} | {nx:.0?} |",
-            med(&mut nx.clone())
-        );
+    for ((name, _), rates) in servers.iter().zip(&rates) {
+        println!("| {name} | {:.0} | {rates:.0?} |", med(&mut rates.clone()));
     }
-    running.stop().await;
+    drop((ng, running));
 }

@@ -1,20 +1,21 @@
 //! TFTP throughput: a 32 MiB file fetched with atftp (blksize 1428, windowsize
-//! 1 and 16) from racklift's TFTP server and from tftpd-hpa (`in.tftpd`),
-//! 3 runs each, the two servers taking turns, over loopback. Prints a
-//! Markdown table.
+//! 1 and 16) from racklift's TFTP server (`racklift serve` with `[tftp]` on)
+//! and from tftpd-hpa (`in.tftpd`), 3 runs each, the servers taking turns,
+//! over loopback. Prints a Markdown table.
 //!
 //!     cargo bench --bench tftp
 //!
 //! Needs atftp and tftpd-hpa (scripts/setup-test-env.sh installs them);
-//! without them it prints SKIP.
+//! without them it prints SKIP. RACKLIFT_BENCH_BASELINE=/path/to/an/older/racklift
+//! runs that binary too, beside this build's, named by
+//! RACKLIFT_BENCH_BASELINE_LABEL.
 
-use racklift::metrics::Metrics;
+mod common;
+
 use std::net::{SocketAddr, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
 
 const SIZE: usize = 32 * 1024 * 1024;
 const RUNS: usize = 3;
@@ -120,24 +121,25 @@ fn main() {
     std::fs::write(root.join("probe"), b"ready").expect("write");
     let out = dir.path().join("out");
 
-    // racklift, in this process.
-    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    let racklift_addr = socket.local_addr().expect("addr");
-    let (shutdown, rx) = watch::channel(false);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    {
-        let root: PathBuf = root.clone();
-        rt.spawn(async move {
-            racklift::tftp::serve(socket, &root, Arc::new(Metrics::default()), rx)
-                .await
-                .expect("tftp serve");
-        });
+    // racklift: each binary as `racklift serve`, with its own data directory.
+    let mut servers = Vec::new();
+    let mut running = Vec::new();
+    for (i, bin) in common::binaries().into_iter().enumerate() {
+        let run_dir = dir.path().join(format!("racklift-{i}"));
+        std::fs::create_dir(&run_dir).expect("mkdir");
+        let addr: SocketAddr = ([127, 0, 0, 1], common::free_port()).into();
+        let cfg = common::config(
+            &run_dir,
+            &format!("127.0.0.1:{}", common::free_port()),
+            &format!(
+                "[tftp]\nenabled = true\nlisten = \"{addr}\"\nroot = \"{}\"\n",
+                root.display()
+            ),
+        );
+        running.push(bin.serve(&cfg));
+        wait_ready(addr);
+        servers.push((bin.name, addr));
     }
-    wait_ready(racklift_addr);
 
     // tftpd-hpa, in the foreground (-L) on a free port.
     let port = UdpSocket::bind("127.0.0.1:0")
@@ -166,9 +168,9 @@ fn main() {
     println!("32 MiB over loopback with atftp, blksize 1428, {RUNS} runs each (median)\n");
     println!("| server | windowsize | runs (s) | median (s) | MiB/s |");
     println!("|---|---:|---|---:|---:|");
-    let servers = [("racklift", racklift_addr), ("tftpd-hpa", hpa_addr)];
+    servers.push(("tftpd-hpa".into(), hpa_addr));
     // The servers take turns, run by run, so a machine whose speed drifts
-    // (a busy neighbour, an idle CPU that is slow to wake) weighs on both alike.
+    // (a busy neighbour, an idle CPU that is slow to wake) weighs on all alike.
     let mut times = vec![Vec::new(); servers.len() * WINDOWS.len()];
     for _ in 0..RUNS {
         for (i, (_, addr)) in servers.iter().enumerate() {
@@ -193,6 +195,5 @@ fn main() {
             );
         }
     }
-    let _ = shutdown.send(true);
-    rt.shutdown_timeout(Duration::from_secs(5));
+    drop(running);
 }
