@@ -20,7 +20,7 @@
 //! sees can be told apart from one racklift chose.
 
 mod common;
-#[path = "common/netns.rs"]
+#[path = "../tests/common/netns.rs"]
 mod netns;
 
 use common::{Racklift, peers};

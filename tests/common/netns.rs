@@ -65,9 +65,9 @@ impl Netns {
     }
 
     /// A command run inside the namespace.
-    pub fn cmd(&self, program: &str) -> Command {
+    pub fn cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name, program]);
+        c.args(["netns", "exec", &self.name]).arg(program);
         c
     }
 
