@@ -76,22 +76,26 @@ pub struct ClientOpts {
     pub json: bool,
 }
 
+/// The filters of `racklift node list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[arg(long)]
+    state: Option<String>,
+    #[arg(long)]
+    profile: Option<String>,
+    #[arg(long)]
+    maintenance: Option<bool>,
+    /// Fetch every page.
+    #[arg(long)]
+    all: bool,
+    #[arg(long, default_value_t = 100)]
+    limit: u32,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum NodeCmd {
     /// List nodes.
-    List {
-        #[arg(long)]
-        state: Option<String>,
-        #[arg(long)]
-        profile: Option<String>,
-        #[arg(long)]
-        maintenance: Option<bool>,
-        /// Fetch every page.
-        #[arg(long)]
-        all: bool,
-        #[arg(long, default_value_t = 100)]
-        limit: u32,
-    },
+    List(ListArgs),
     /// Show one node.
     Show { id: String },
     /// Enrol a node.
@@ -620,510 +624,555 @@ fn enc(v: &str) -> String {
 
 /// Runs a client command; returns the text to print.
 pub async fn run_client(command: Command) -> anyhow::Result<String> {
-    use reqwest::Method;
     match command {
         Command::Serve { .. } => bail!("serve is not a client command"),
         Command::Node { client, cmd } => {
-            let c = Client::new(&client)?;
-            let out = match cmd {
-                NodeCmd::List {
-                    state,
-                    profile,
-                    maintenance,
-                    all,
-                    limit,
-                } => {
-                    let mut nodes = Vec::new();
-                    let mut after: Option<String> = None;
-                    loop {
-                        let mut q = format!("/v1/nodes?limit={limit}");
-                        if let Some(s) = &state {
-                            q.push_str(&format!("&state={}", enc(s)));
-                        }
-                        if let Some(p) = &profile {
-                            q.push_str(&format!("&profile={}", enc(p)));
-                        }
-                        if let Some(m) = maintenance {
-                            q.push_str(&format!("&maintenance={m}"));
-                        }
-                        if let Some(a) = &after {
-                            q.push_str(&format!("&after={}", enc(a)));
-                        }
-                        let page = c.call(Method::GET, &q, None).await?;
-                        nodes.extend(page["nodes"].as_array().cloned().unwrap_or_default());
-                        after = page["next"].as_str().map(str::to_string);
-                        if !all || after.is_none() {
-                            break;
-                        }
-                    }
-                    if client.json {
-                        serde_json::to_string_pretty(&nodes)?
-                    } else {
-                        node_rows(&nodes)
-                    }
-                }
-                NodeCmd::Show { id } => {
-                    let n = c
-                        .call(Method::GET, &format!("/v1/nodes/{}", enc(&id)), None)
-                        .await?;
-                    if client.json {
-                        serde_json::to_string_pretty(&n)?
-                    } else {
-                        node_detail(&n)
-                    }
-                }
-                NodeCmd::Create(f) => {
-                    let n = c.call(Method::POST, "/v1/nodes", Some(f.body())).await?;
-                    if client.json {
-                        serde_json::to_string_pretty(&n)?
-                    } else {
-                        node_detail(&n)
-                    }
-                }
-                NodeCmd::Update { id, fields } => {
-                    let n = c
-                        .call(
-                            Method::PATCH,
-                            &format!("/v1/nodes/{}", enc(&id)),
-                            Some(fields.body()),
-                        )
-                        .await?;
-                    if client.json {
-                        serde_json::to_string_pretty(&n)?
-                    } else {
-                        node_detail(&n)
-                    }
-                }
-                NodeCmd::Delete { id } => {
-                    c.call(Method::DELETE, &format!("/v1/nodes/{}", enc(&id)), None)
-                        .await?;
-                    if client.json {
-                        json!({"deleted": id}).to_string()
-                    } else {
-                        format!("deleted {id}")
-                    }
-                }
-                NodeCmd::Action {
-                    id,
-                    action,
-                    reason,
-                    wait,
-                } => {
-                    let body = reason.map(|r| json!({ "reason": r })).unwrap_or(json!({}));
-                    let mut n = c
-                        .call(
-                            Method::POST,
-                            &format!("/v1/nodes/{}/actions/{}", enc(&id), enc(&action)),
-                            Some(body),
-                        )
-                        .await?;
-                    if wait.wait {
-                        n = wait_for_target(&c, &id, &n, wait.timeout()).await?;
-                    }
-                    if client.json {
-                        serde_json::to_string_pretty(&n)?
-                    } else {
-                        format!(
-                            "{}: {} (target {})",
-                            s(&n["name"]),
-                            s(&n["state"]),
-                            s(&n["target"])
-                        )
-                    }
-                }
-                NodeCmd::Power { id, action, wait } => {
-                    let action =
-                        one_of("power action", &action, &POWER_ACTIONS, &id, "node power")?;
-                    let path = format!("/v1/nodes/{}/power", enc(&id));
-                    let mut v = if action == "status" {
-                        c.call(Method::GET, &path, None).await?
-                    } else {
-                        let a = action.replace('-', "_");
-                        c.call(Method::POST, &path, Some(json!({ "action": a })))
-                            .await?
-                    };
-                    if wait.wait && action != "status" {
-                        let want = if action.ends_with("off") { "off" } else { "on" };
-                        let until = std::time::Instant::now() + wait.timeout();
-                        while v["power_state"] != want {
-                            if std::time::Instant::now() > until {
-                                bail!(
-                                    "{id}: power is still {} after {} s (wanted {want})",
-                                    s(&v["power_state"]),
-                                    wait.timeout().as_secs()
-                                );
-                            }
-                            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                            v = c.call(Method::GET, &path, None).await?;
-                        }
-                    }
-                    if client.json {
-                        v.to_string()
-                    } else {
-                        format!("{id}: power {}", s(&v["power_state"]))
-                    }
-                }
-                NodeCmd::BootDevice {
-                    id,
-                    device,
-                    persistent,
-                    legacy,
-                    uefi,
-                } => {
-                    let device = one_of(
-                        "boot device",
-                        &device,
-                        &BOOT_DEVICES,
-                        &id,
-                        "node boot-device",
-                    )?;
-                    let mut body =
-                        json!({"device": device.replace('-', "_"), "persistent": persistent});
-                    if legacy {
-                        body["mode"] = json!("legacy");
-                    } else if uefi {
-                        body["mode"] = json!("uefi");
-                    }
-                    c.call(
-                        Method::POST,
-                        &format!("/v1/nodes/{}/boot-device", enc(&id)),
-                        Some(body),
-                    )
-                    .await?;
-                    let how = if persistent {
-                        "every boot"
-                    } else {
-                        "the next boot"
-                    };
-                    format!("{id}: boot from {device} for {how}")
-                }
-                NodeCmd::Bios { cmd } => {
-                    let (id, v) = match cmd {
-                        BiosCmd::Show { id } => {
-                            let v = c
-                                .call(Method::GET, &format!("/v1/nodes/{}/bios", enc(&id)), None)
-                                .await?;
-                            (id, v)
-                        }
-                        BiosCmd::Set { id, attributes: a } => {
-                            let body = json!({ "attributes": attributes(&a)? });
-                            let v = c
-                                .call(
-                                    Method::PATCH,
-                                    &format!("/v1/nodes/{}/bios", enc(&id)),
-                                    Some(body),
-                                )
-                                .await?;
-                            (id, v)
-                        }
-                    };
-                    if client.json {
-                        serde_json::to_string_pretty(&v)?
-                    } else {
-                        let empty = serde_json::Map::new();
-                        let current = v["current"].as_object().unwrap_or(&empty);
-                        let pending = v["pending"].as_object().unwrap_or(&empty);
-                        let rows: Vec<Vec<String>> = current
-                            .iter()
-                            .map(|(k, cur)| {
-                                vec![k.clone(), s(cur), pending.get(k).map(s).unwrap_or_default()]
-                            })
-                            .collect();
-                        format!(
-                            "{id}\n{}",
-                            table(&["attribute", "current", "pending (next boot)"], &rows)
-                        )
-                    }
-                }
-                NodeCmd::Raid { cmd } => match cmd {
-                    RaidCmd::Show { id } => {
-                        let v = c
-                            .call(Method::GET, &format!("/v1/nodes/{}/raid", enc(&id)), None)
-                            .await?;
-                        let vols = v["volumes"].as_array().cloned().unwrap_or_default();
-                        if client.json {
-                            serde_json::to_string_pretty(&vols)?
-                        } else {
-                            volume_rows(&vols)
-                        }
-                    }
-                    RaidCmd::Create {
-                        id,
-                        level,
-                        disks,
-                        size,
-                        name,
-                    } => {
-                        let mut body = json!({"level": level, "drives": disks});
-                        if let Some(sz) = size {
-                            body["capacity_bytes"] = json!(parse_size(&sz)?);
-                        }
-                        if let Some(n) = name {
-                            body["name"] = json!(n);
-                        }
-                        let v = c
-                            .call(
-                                Method::POST,
-                                &format!("/v1/nodes/{}/raid", enc(&id)),
-                                Some(body),
-                            )
-                            .await?;
-                        if client.json {
-                            serde_json::to_string_pretty(&v)?
-                        } else {
-                            volume_rows(&[v])
-                        }
-                    }
-                    RaidCmd::Delete { id, volume } => {
-                        c.call(
-                            Method::DELETE,
-                            &format!("/v1/nodes/{}/raid/{}", enc(&id), enc(&volume)),
-                            None,
-                        )
-                        .await?;
-                        format!("{id}: volume {volume} deleted")
-                    }
-                },
-                NodeCmd::Inventory { id } => {
-                    let inv = c
-                        .call(
-                            Method::GET,
-                            &format!("/v1/nodes/{}/inventory", enc(&id)),
-                            None,
-                        )
-                        .await?;
-                    serde_json::to_string_pretty(&inv)?
-                }
-                NodeCmd::Facts { id } => {
-                    let facts = c
-                        .call(Method::GET, &format!("/v1/nodes/{}/facts", enc(&id)), None)
-                        .await?;
-                    if client.json {
-                        serde_json::to_string_pretty(&facts)?
-                    } else {
-                        let rows: Vec<Vec<String>> = facts
-                            .as_array()
-                            .cloned()
-                            .unwrap_or_default()
-                            .iter()
-                            .map(|f| (0..4).map(|i| s(&f[i])).collect())
-                            .collect();
-                        table(&["CLASS", "TYPE", "KEY", "VALUE"], &rows)
-                    }
-                }
-                NodeCmd::Events { id, after, limit } => {
-                    let ev = c
-                        .call(
-                            Method::GET,
-                            &format!("/v1/nodes/{}/events?after={after}&limit={limit}", enc(&id)),
-                            None,
-                        )
-                        .await?;
-                    let ev = ev.as_array().cloned().unwrap_or_default();
-                    if client.json {
-                        serde_json::to_string_pretty(&ev)?
-                    } else {
-                        let rows: Vec<Vec<String>> = ev
-                            .iter()
-                            .map(|e| {
-                                vec![
-                                    s(&e["id"]),
-                                    s(&e["at"]),
-                                    s(&e["kind"]),
-                                    s(&e["action"]),
-                                    format!("{} -> {}", s(&e["from_state"]), s(&e["to_state"])),
-                                    s(&e["actor"]),
-                                    s(&e["reason"]),
-                                ]
-                            })
-                            .collect();
-                        table(
-                            &["id", "at", "kind", "action", "state", "actor", "reason"],
-                            &rows,
-                        )
-                    }
-                }
-            };
-            Ok(out)
+            node_command(&Client::new(&client)?, client.json, cmd).await
         }
         Command::Profile { client, cmd } => {
-            let c = Client::new(&client)?;
-            let out = match cmd {
-                ProfileCmd::List => {
-                    let p = c.call(Method::GET, "/v1/profiles", None).await?;
-                    let p = p.as_array().cloned().unwrap_or_default();
-                    if client.json {
-                        serde_json::to_string_pretty(&p)?
-                    } else {
-                        let rows: Vec<Vec<String>> = p
-                            .iter()
-                            .map(|x| {
-                                vec![
-                                    s(&x["order"]),
-                                    s(&x["name"]),
-                                    s(&x["quota"]),
-                                    s(&x["specs"]),
-                                    s(&x["hostnames"]),
-                                    s(&x["role"]),
-                                    s(&x["file"]),
-                                ]
-                            })
-                            .collect();
-                        table(
-                            &[
-                                "order",
-                                "name",
-                                "quota",
-                                "specs",
-                                "hostnames",
-                                "role",
-                                "file",
-                            ],
-                            &rows,
-                        )
-                    }
-                }
-                ProfileCmd::Show { name } => {
-                    let p = c
-                        .call(Method::GET, &format!("/v1/profiles/{}", enc(&name)), None)
-                        .await?;
-                    serde_json::to_string_pretty(&p)?
-                }
-                ProfileCmd::Test { facts, node } => {
-                    let body = match (facts, node) {
-                        (Some(f), None) => {
-                            let text = std::fs::read_to_string(&f)
-                                .with_context(|| format!("cannot read {}", f.display()))?;
-                            let v: Value = serde_json::from_str(&text)
-                                .with_context(|| format!("{} is not JSON", f.display()))?;
-                            json!({ "facts": v })
-                        }
-                        (None, Some(n)) => json!({ "node": n }),
-                        _ => bail!("give --facts FILE or --node ID"),
-                    };
-                    let r = c
-                        .call(Method::POST, "/v1/profiles/test", Some(body))
-                        .await?;
-                    if client.json {
-                        serde_json::to_string_pretty(&r)?
-                    } else {
-                        let rows: Vec<Vec<String>> = r["verdicts"]
-                            .as_array()
-                            .cloned()
-                            .unwrap_or_default()
-                            .iter()
-                            .map(|v| {
-                                vec![
-                                    s(&v["profile"]),
-                                    if v["matched"] == true {
-                                        "yes".into()
-                                    } else {
-                                        "no".into()
-                                    },
-                                    s(&v["reason"]),
-                                ]
-                            })
-                            .collect();
-                        format!(
-                            "selected: {}\n{}",
-                            s(&r["selected"]),
-                            table(&["profile", "match", "why not"], &rows)
-                        )
-                    }
-                }
-                ProfileCmd::Reload => {
-                    let r = c
-                        .call(Method::POST, "/v1/profiles/reload", Some(json!({})))
-                        .await?;
-                    if client.json {
-                        r.to_string()
-                    } else {
-                        format!("loaded: {}", s(&r["loaded"]))
-                    }
-                }
-            };
-            Ok(out)
+            profile_command(&Client::new(&client)?, client.json, cmd).await
         }
         Command::Lease {
             client,
             cmd: LeaseCmd::List,
-        } => {
-            let c = Client::new(&client)?;
-            let l = c.call(Method::GET, "/v1/dhcp/leases", None).await?;
-            let l = l.as_array().cloned().unwrap_or_default();
-            if client.json {
-                return Ok(serde_json::to_string_pretty(&l)?);
-            }
-            let rows: Vec<Vec<String>> = l
-                .iter()
-                .map(|x| {
-                    let expires = x["expires_at_ms"].as_i64().unwrap_or(0);
-                    vec![
-                        s(&x["ip"]),
-                        s(&x["mac"]),
-                        s(&x["state"]),
-                        s(&x["hostname"]),
-                        crate::store::rfc3339(expires),
-                        s(&x["subnet"]),
-                    ]
-                })
-                .collect();
-            Ok(table(
-                &["ip", "mac", "state", "hostname", "expires", "subnet"],
-                &rows,
-            ))
-        }
+        } => lease_list(&Client::new(&client)?, client.json).await,
         Command::Token { client, cmd } => {
-            let c = Client::new(&client)?;
-            let out = match cmd {
-                TokenCmd::Create { name, role } => {
-                    let t = c
-                        .call(
-                            Method::POST,
-                            "/v1/tokens",
-                            Some(json!({"name": name, "role": role})),
-                        )
-                        .await?;
-                    if client.json {
-                        serde_json::to_string_pretty(&t)?
-                    } else {
-                        format!(
-                            "token {} ({}): {}\nkeep the secret now: it is not shown again",
-                            s(&t["id"]),
-                            s(&t["role"]),
-                            s(&t["secret"])
-                        )
-                    }
-                }
-                TokenCmd::List => {
-                    let t = c.call(Method::GET, "/v1/tokens", None).await?;
-                    let t = t.as_array().cloned().unwrap_or_default();
-                    if client.json {
-                        serde_json::to_string_pretty(&t)?
-                    } else {
-                        let rows: Vec<Vec<String>> = t
-                            .iter()
-                            .map(|x| {
-                                vec![
-                                    s(&x["id"]),
-                                    s(&x["name"]),
-                                    s(&x["role"]),
-                                    s(&x["created_at"]),
-                                ]
-                            })
-                            .collect();
-                        table(&["id", "name", "role", "created"], &rows)
-                    }
-                }
-                TokenCmd::Delete { id } => {
-                    c.call(Method::DELETE, &format!("/v1/tokens/{}", enc(&id)), None)
-                        .await?;
-                    format!("revoked {id}")
-                }
-            };
-            Ok(out)
+            token_command(&Client::new(&client)?, client.json, cmd).await
         }
     }
+}
+
+/// `racklift node ...`.
+async fn node_command(c: &Client, as_json: bool, cmd: NodeCmd) -> anyhow::Result<String> {
+    use reqwest::Method;
+    let out = match cmd {
+        NodeCmd::List(filter) => list_nodes(c, as_json, filter).await?,
+        NodeCmd::Show { id } => {
+            let n = c
+                .call(Method::GET, &format!("/v1/nodes/{}", enc(&id)), None)
+                .await?;
+            if as_json {
+                serde_json::to_string_pretty(&n)?
+            } else {
+                node_detail(&n)
+            }
+        }
+        NodeCmd::Create(f) => {
+            let n = c.call(Method::POST, "/v1/nodes", Some(f.body())).await?;
+            if as_json {
+                serde_json::to_string_pretty(&n)?
+            } else {
+                node_detail(&n)
+            }
+        }
+        NodeCmd::Update { id, fields } => {
+            let n = c
+                .call(
+                    Method::PATCH,
+                    &format!("/v1/nodes/{}", enc(&id)),
+                    Some(fields.body()),
+                )
+                .await?;
+            if as_json {
+                serde_json::to_string_pretty(&n)?
+            } else {
+                node_detail(&n)
+            }
+        }
+        NodeCmd::Delete { id } => {
+            c.call(Method::DELETE, &format!("/v1/nodes/{}", enc(&id)), None)
+                .await?;
+            if as_json {
+                json!({"deleted": id}).to_string()
+            } else {
+                format!("deleted {id}")
+            }
+        }
+        NodeCmd::Action {
+            id,
+            action,
+            reason,
+            wait,
+        } => {
+            let body = reason.map(|r| json!({ "reason": r })).unwrap_or(json!({}));
+            let mut n = c
+                .call(
+                    Method::POST,
+                    &format!("/v1/nodes/{}/actions/{}", enc(&id), enc(&action)),
+                    Some(body),
+                )
+                .await?;
+            if wait.wait {
+                n = wait_for_target(c, &id, &n, wait.timeout()).await?;
+            }
+            if as_json {
+                serde_json::to_string_pretty(&n)?
+            } else {
+                format!(
+                    "{}: {} (target {})",
+                    s(&n["name"]),
+                    s(&n["state"]),
+                    s(&n["target"])
+                )
+            }
+        }
+        NodeCmd::Power { id, action, wait } => {
+            power_command(c, as_json, &id, &action, wait).await?
+        }
+        NodeCmd::BootDevice {
+            id,
+            device,
+            persistent,
+            legacy,
+            uefi,
+        } => {
+            let device = one_of(
+                "boot device",
+                &device,
+                &BOOT_DEVICES,
+                &id,
+                "node boot-device",
+            )?;
+            let mut body = json!({"device": device.replace('-', "_"), "persistent": persistent});
+            if legacy {
+                body["mode"] = json!("legacy");
+            } else if uefi {
+                body["mode"] = json!("uefi");
+            }
+            c.call(
+                Method::POST,
+                &format!("/v1/nodes/{}/boot-device", enc(&id)),
+                Some(body),
+            )
+            .await?;
+            let how = if persistent {
+                "every boot"
+            } else {
+                "the next boot"
+            };
+            format!("{id}: boot from {device} for {how}")
+        }
+        NodeCmd::Bios { cmd } => bios_command(c, as_json, cmd).await?,
+        NodeCmd::Raid { cmd } => raid_command(c, as_json, cmd).await?,
+        NodeCmd::Inventory { id } => {
+            let inv = c
+                .call(
+                    Method::GET,
+                    &format!("/v1/nodes/{}/inventory", enc(&id)),
+                    None,
+                )
+                .await?;
+            serde_json::to_string_pretty(&inv)?
+        }
+        NodeCmd::Facts { id } => {
+            let facts = c
+                .call(Method::GET, &format!("/v1/nodes/{}/facts", enc(&id)), None)
+                .await?;
+            if as_json {
+                serde_json::to_string_pretty(&facts)?
+            } else {
+                let rows: Vec<Vec<String>> = facts
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|f| (0..4).map(|i| s(&f[i])).collect())
+                    .collect();
+                table(&["CLASS", "TYPE", "KEY", "VALUE"], &rows)
+            }
+        }
+        NodeCmd::Events { id, after, limit } => {
+            let ev = c
+                .call(
+                    Method::GET,
+                    &format!("/v1/nodes/{}/events?after={after}&limit={limit}", enc(&id)),
+                    None,
+                )
+                .await?;
+            let ev = ev.as_array().cloned().unwrap_or_default();
+            if as_json {
+                serde_json::to_string_pretty(&ev)?
+            } else {
+                let rows: Vec<Vec<String>> = ev
+                    .iter()
+                    .map(|e| {
+                        vec![
+                            s(&e["id"]),
+                            s(&e["at"]),
+                            s(&e["kind"]),
+                            s(&e["action"]),
+                            format!("{} -> {}", s(&e["from_state"]), s(&e["to_state"])),
+                            s(&e["actor"]),
+                            s(&e["reason"]),
+                        ]
+                    })
+                    .collect();
+                table(
+                    &["id", "at", "kind", "action", "state", "actor", "reason"],
+                    &rows,
+                )
+            }
+        }
+    };
+    Ok(out)
+}
+
+/// `racklift node list`: every page with `--all`.
+async fn list_nodes(c: &Client, as_json: bool, f: ListArgs) -> anyhow::Result<String> {
+    use reqwest::Method;
+    let ListArgs {
+        state,
+        profile,
+        maintenance,
+        all,
+        limit,
+    } = f;
+    Ok({
+        let mut nodes = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut q = format!("/v1/nodes?limit={limit}");
+            if let Some(s) = &state {
+                q.push_str(&format!("&state={}", enc(s)));
+            }
+            if let Some(p) = &profile {
+                q.push_str(&format!("&profile={}", enc(p)));
+            }
+            if let Some(m) = maintenance {
+                q.push_str(&format!("&maintenance={m}"));
+            }
+            if let Some(a) = &after {
+                q.push_str(&format!("&after={}", enc(a)));
+            }
+            let page = c.call(Method::GET, &q, None).await?;
+            nodes.extend(page["nodes"].as_array().cloned().unwrap_or_default());
+            after = page["next"].as_str().map(str::to_string);
+            if !all || after.is_none() {
+                break;
+            }
+        }
+        if as_json {
+            serde_json::to_string_pretty(&nodes)?
+        } else {
+            node_rows(&nodes)
+        }
+    })
+}
+
+/// `racklift node bios ...`: the BIOS attributes in force and pending.
+async fn bios_command(c: &Client, as_json: bool, cmd: BiosCmd) -> anyhow::Result<String> {
+    use reqwest::Method;
+    Ok({
+        let (id, v) = match cmd {
+            BiosCmd::Show { id } => {
+                let v = c
+                    .call(Method::GET, &format!("/v1/nodes/{}/bios", enc(&id)), None)
+                    .await?;
+                (id, v)
+            }
+            BiosCmd::Set { id, attributes: a } => {
+                let body = json!({ "attributes": attributes(&a)? });
+                let v = c
+                    .call(
+                        Method::PATCH,
+                        &format!("/v1/nodes/{}/bios", enc(&id)),
+                        Some(body),
+                    )
+                    .await?;
+                (id, v)
+            }
+        };
+        if as_json {
+            serde_json::to_string_pretty(&v)?
+        } else {
+            let empty = serde_json::Map::new();
+            let current = v["current"].as_object().unwrap_or(&empty);
+            let pending = v["pending"].as_object().unwrap_or(&empty);
+            let rows: Vec<Vec<String>> = current
+                .iter()
+                .map(|(k, cur)| vec![k.clone(), s(cur), pending.get(k).map(s).unwrap_or_default()])
+                .collect();
+            format!(
+                "{id}\n{}",
+                table(&["attribute", "current", "pending (next boot)"], &rows)
+            )
+        }
+    })
+}
+
+/// `racklift node raid ...`: volumes shown, created and deleted.
+async fn raid_command(c: &Client, as_json: bool, cmd: RaidCmd) -> anyhow::Result<String> {
+    use reqwest::Method;
+    Ok(match cmd {
+        RaidCmd::Show { id } => {
+            let v = c
+                .call(Method::GET, &format!("/v1/nodes/{}/raid", enc(&id)), None)
+                .await?;
+            let vols = v["volumes"].as_array().cloned().unwrap_or_default();
+            if as_json {
+                serde_json::to_string_pretty(&vols)?
+            } else {
+                volume_rows(&vols)
+            }
+        }
+        RaidCmd::Create {
+            id,
+            level,
+            disks,
+            size,
+            name,
+        } => {
+            let mut body = json!({"level": level, "drives": disks});
+            if let Some(sz) = size {
+                body["capacity_bytes"] = json!(parse_size(&sz)?);
+            }
+            if let Some(n) = name {
+                body["name"] = json!(n);
+            }
+            let v = c
+                .call(
+                    Method::POST,
+                    &format!("/v1/nodes/{}/raid", enc(&id)),
+                    Some(body),
+                )
+                .await?;
+            if as_json {
+                serde_json::to_string_pretty(&v)?
+            } else {
+                volume_rows(&[v])
+            }
+        }
+        RaidCmd::Delete { id, volume } => {
+            c.call(
+                Method::DELETE,
+                &format!("/v1/nodes/{}/raid/{}", enc(&id), enc(&volume)),
+                None,
+            )
+            .await?;
+            format!("{id}: volume {volume} deleted")
+        }
+    })
+}
+
+/// `racklift node power ID ACTION`, waiting for the change with `--wait`.
+async fn power_command(
+    c: &Client,
+    as_json: bool,
+    id: &str,
+    action: &str,
+    wait: Wait,
+) -> anyhow::Result<String> {
+    use reqwest::Method;
+    Ok({
+        let action = one_of("power action", action, &POWER_ACTIONS, id, "node power")?;
+        let path = format!("/v1/nodes/{}/power", enc(id));
+        let mut v = if action == "status" {
+            c.call(Method::GET, &path, None).await?
+        } else {
+            let a = action.replace('-', "_");
+            c.call(Method::POST, &path, Some(json!({ "action": a })))
+                .await?
+        };
+        if wait.wait && action != "status" {
+            let want = if action.ends_with("off") { "off" } else { "on" };
+            let until = std::time::Instant::now() + wait.timeout();
+            while v["power_state"] != want {
+                if std::time::Instant::now() > until {
+                    bail!(
+                        "{id}: power is still {} after {} s (wanted {want})",
+                        s(&v["power_state"]),
+                        wait.timeout().as_secs()
+                    );
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                v = c.call(Method::GET, &path, None).await?;
+            }
+        }
+        if as_json {
+            v.to_string()
+        } else {
+            format!("{id}: power {}", s(&v["power_state"]))
+        }
+    })
+}
+/// `racklift profile ...`.
+async fn profile_command(c: &Client, as_json: bool, cmd: ProfileCmd) -> anyhow::Result<String> {
+    use reqwest::Method;
+    let out = match cmd {
+        ProfileCmd::List => {
+            let p = c.call(Method::GET, "/v1/profiles", None).await?;
+            let p = p.as_array().cloned().unwrap_or_default();
+            if as_json {
+                serde_json::to_string_pretty(&p)?
+            } else {
+                let rows: Vec<Vec<String>> = p
+                    .iter()
+                    .map(|x| {
+                        vec![
+                            s(&x["order"]),
+                            s(&x["name"]),
+                            s(&x["quota"]),
+                            s(&x["specs"]),
+                            s(&x["hostnames"]),
+                            s(&x["role"]),
+                            s(&x["file"]),
+                        ]
+                    })
+                    .collect();
+                table(
+                    &[
+                        "order",
+                        "name",
+                        "quota",
+                        "specs",
+                        "hostnames",
+                        "role",
+                        "file",
+                    ],
+                    &rows,
+                )
+            }
+        }
+        ProfileCmd::Show { name } => {
+            let p = c
+                .call(Method::GET, &format!("/v1/profiles/{}", enc(&name)), None)
+                .await?;
+            serde_json::to_string_pretty(&p)?
+        }
+        ProfileCmd::Test { facts, node } => {
+            let body = match (facts, node) {
+                (Some(f), None) => {
+                    let text = std::fs::read_to_string(&f)
+                        .with_context(|| format!("cannot read {}", f.display()))?;
+                    let v: Value = serde_json::from_str(&text)
+                        .with_context(|| format!("{} is not JSON", f.display()))?;
+                    json!({ "facts": v })
+                }
+                (None, Some(n)) => json!({ "node": n }),
+                _ => bail!("give --facts FILE or --node ID"),
+            };
+            let r = c
+                .call(Method::POST, "/v1/profiles/test", Some(body))
+                .await?;
+            if as_json {
+                serde_json::to_string_pretty(&r)?
+            } else {
+                let rows: Vec<Vec<String>> = r["verdicts"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|v| {
+                        vec![
+                            s(&v["profile"]),
+                            if v["matched"] == true {
+                                "yes".into()
+                            } else {
+                                "no".into()
+                            },
+                            s(&v["reason"]),
+                        ]
+                    })
+                    .collect();
+                format!(
+                    "selected: {}\n{}",
+                    s(&r["selected"]),
+                    table(&["profile", "match", "why not"], &rows)
+                )
+            }
+        }
+        ProfileCmd::Reload => {
+            let r = c
+                .call(Method::POST, "/v1/profiles/reload", Some(json!({})))
+                .await?;
+            if as_json {
+                r.to_string()
+            } else {
+                format!("loaded: {}", s(&r["loaded"]))
+            }
+        }
+    };
+    Ok(out)
+}
+
+/// `racklift lease list`.
+async fn lease_list(c: &Client, as_json: bool) -> anyhow::Result<String> {
+    use reqwest::Method;
+    let l = c.call(Method::GET, "/v1/dhcp/leases", None).await?;
+    let l = l.as_array().cloned().unwrap_or_default();
+    if as_json {
+        return Ok(serde_json::to_string_pretty(&l)?);
+    }
+    let rows: Vec<Vec<String>> = l
+        .iter()
+        .map(|x| {
+            let expires = x["expires_at_ms"].as_i64().unwrap_or(0);
+            vec![
+                s(&x["ip"]),
+                s(&x["mac"]),
+                s(&x["state"]),
+                s(&x["hostname"]),
+                crate::store::rfc3339(expires),
+                s(&x["subnet"]),
+            ]
+        })
+        .collect();
+    Ok(table(
+        &["ip", "mac", "state", "hostname", "expires", "subnet"],
+        &rows,
+    ))
+}
+
+/// `racklift token ...`.
+async fn token_command(c: &Client, as_json: bool, cmd: TokenCmd) -> anyhow::Result<String> {
+    use reqwest::Method;
+    let out = match cmd {
+        TokenCmd::Create { name, role } => {
+            let t = c
+                .call(
+                    Method::POST,
+                    "/v1/tokens",
+                    Some(json!({"name": name, "role": role})),
+                )
+                .await?;
+            if as_json {
+                serde_json::to_string_pretty(&t)?
+            } else {
+                format!(
+                    "token {} ({}): {}\nkeep the secret now: it is not shown again",
+                    s(&t["id"]),
+                    s(&t["role"]),
+                    s(&t["secret"])
+                )
+            }
+        }
+        TokenCmd::List => {
+            let t = c.call(Method::GET, "/v1/tokens", None).await?;
+            let t = t.as_array().cloned().unwrap_or_default();
+            if as_json {
+                serde_json::to_string_pretty(&t)?
+            } else {
+                let rows: Vec<Vec<String>> = t
+                    .iter()
+                    .map(|x| {
+                        vec![
+                            s(&x["id"]),
+                            s(&x["name"]),
+                            s(&x["role"]),
+                            s(&x["created_at"]),
+                        ]
+                    })
+                    .collect();
+                table(&["id", "name", "role", "created"], &rows)
+            }
+        }
+        TokenCmd::Delete { id } => {
+            c.call(Method::DELETE, &format!("/v1/tokens/{}", enc(&id)), None)
+                .await?;
+            format!("revoked {id}")
+        }
+    };
+    Ok(out)
 }
 
 #[cfg(test)]

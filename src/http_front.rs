@@ -45,6 +45,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tracing::Instrument;
 
 /// The largest request head read before the connection goes to axum (which
 /// answers it as it sees fit).
@@ -559,7 +560,11 @@ impl Front {
             };
             buf.drain(..len);
             let status = if span.is_some() { 206 } else { 200 };
-            let sent = send_file(&mut stream, &file, span, &plan, self.limits.idle_timeout).await;
+            let request =
+                tracing::info_span!("http", method = "GET", route = plan.route, %peer, status);
+            let sent = send_file(&mut stream, &file, span, &plan, self.limits.idle_timeout)
+                .instrument(request)
+                .await;
             self.metrics
                 .http_request("GET", plan.route, status, started.elapsed());
             match sent {

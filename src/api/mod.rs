@@ -28,6 +28,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
+use tracing::Instrument;
 
 /// Each node's serialized JSON with the generation it was made at.
 pub(crate) type NodeJsonCache = HashMap<uuid::Uuid, (i64, Arc<str>)>;
@@ -120,7 +121,7 @@ async fn operator_auth(State(app): State<AppState>, req: Request, next: Next) ->
     next.run(req).await
 }
 
-/// Counts and times every request by its route template.
+/// Counts and times every request by its route template, in a span of its own.
 async fn track(State(app): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().to_string();
@@ -130,7 +131,10 @@ async fn track(State(app): State<AppState>, req: Request, next: Next) -> Respons
         .map(|p| p.as_str().to_string())
         .or_else(|| crate::http_front::route_label(req.uri().path()).map(String::from))
         .unwrap_or_else(|| "unmatched".into());
-    let resp = next.run(req).await;
+    // Every line logged while answering carries the request's method and route.
+    let span = tracing::info_span!("http", %method, %route, status = tracing::field::Empty);
+    let resp = next.run(req).instrument(span.clone()).await;
+    span.record("status", resp.status().as_u16());
     app.metrics
         .http_request(&method, &route, resp.status().as_u16(), started.elapsed());
     resp

@@ -30,6 +30,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 use std::time::Instant;
 use tokio::sync::{Semaphore, watch};
+use tracing::Instrument;
 
 /// Requests handled at once per process. Past that, packets are dropped (and
 /// counted) rather than queued: a client retransmits, while an answer that
@@ -364,8 +365,22 @@ impl DhcpServer {
         parse(bytes).map_err(|e| self.malformed(e, src, iface))
     }
 
-    /// Answers a well-formed request.
+    /// Answers a well-formed request, in a span naming the client (every
+    /// line logged while answering carries it).
     pub async fn handle_request(
+        &self,
+        req: &Request,
+        src: SocketAddr,
+        iface: &Iface,
+        port: Port,
+    ) -> Outcome {
+        let span = tracing::info_span!("dhcp", mac = %req.mac, kind = ?req.kind, xid = req.msg.xid(), iface = %iface.name, port = ?port);
+        self.handle_in_span(req, src, iface, port)
+            .instrument(span)
+            .await
+    }
+
+    async fn handle_in_span(
         &self,
         req: &Request,
         src: SocketAddr,
@@ -445,7 +460,7 @@ impl DhcpServer {
             boot,
         };
         let out = match (self.cfg.mode, port) {
-            (DhcpMode::Server, Port::Dhcp) => self.serve(&ctx).await?,
+            (DhcpMode::Server, Port::Dhcp) => self.assign(&ctx).await?,
             (DhcpMode::Proxy, Port::Dhcp) if req.kind == MessageType::Discover => {
                 self.proxy(&ctx, broadcast(self.cfg.port + 1))
             }
@@ -506,8 +521,8 @@ impl DhcpServer {
         })
     }
 
-    /// The full server: addresses and boot answers.
-    async fn serve(&self, c: &Ctx<'_>) -> crate::store::Result<Outcome> {
+    /// The full server's answer: an address (DORA, renewals, releases, declines) and boot options.
+    async fn assign(&self, c: &Ctx<'_>) -> crate::store::Result<Outcome> {
         let Some((idx, sub)) = c.subnet else {
             return Ok(Outcome::Silent("no_subnet"));
         };

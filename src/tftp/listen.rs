@@ -306,6 +306,9 @@ struct Job {
 
 impl Job {
     fn run(self) {
+        let span =
+            tracing::info_span!("tftp", peer = %self.peer, file = %self.name, mode = ?self.mode);
+        let _entered = span.enter();
         let _active = Active {
             shared: &self.shared,
             peer: self.peer,
