@@ -13,6 +13,7 @@
 //!   because this server has no record of a lease (RFC 2131, 4.3.2);
 //! - a malformed or hostile packet is counted and logged, and nothing else.
 
+use super::backend::DhcpBackend;
 use super::net::{DhcpSocket, Iface, Port};
 use super::pxe::{BootAnswer, BootFiles, ClientInfo, decide};
 use super::reply::{Malformed, ReplySpec, Request, build, encode, parse};
@@ -77,11 +78,11 @@ struct Directory {
 
 /// Candidate addresses tried one by one before the free ones are listed.
 const QUICK_TRIES: u32 = 16;
-
+/// The server's state: configuration, backend (the store in production), metrics and allocation cursors.
 /// The server's state: configuration, store, metrics and allocation cursors.
-pub struct DhcpServer {
+pub struct DhcpServer<B = Store> {
     cfg: DhcpConfig,
-    store: Store,
+    backend: B,
     metrics: Arc<Metrics>,
     files: BootFiles,
     /// Where each subnet's next free-address search starts.
@@ -154,12 +155,12 @@ fn nth_in_ranges(s: &SubnetConfig, mut n: u32) -> Option<Ipv4Addr> {
     None
 }
 
-impl DhcpServer {
+impl<B: DhcpBackend> DhcpServer<B> {
     pub fn new(
         cfg: DhcpConfig,
         public_url: &str,
         discovery_everywhere: bool,
-        store: Store,
+        backend: B,
         metrics: Arc<Metrics>,
     ) -> Self {
         let files = BootFiles {
@@ -174,7 +175,7 @@ impl DhcpServer {
             .collect();
         DhcpServer {
             cfg,
-            store,
+            backend,
             metrics,
             files,
             cursors,
@@ -187,7 +188,7 @@ impl DhcpServer {
 
     /// Reads in which clients hold lease rows (see [`DhcpServer::leased`]).
     async fn load_lease_clients(&self) -> crate::store::Result<()> {
-        let rows = self.store.lease_clients().await?;
+        let rows = self.backend.lease_clients().await?;
         let mut l = self.leased.lock().unwrap_or_else(|p| p.into_inner());
         for (subnet, mac) in rows {
             l.by_subnet.entry(subnet).or_default().insert(mac);
@@ -209,7 +210,7 @@ impl DhcpServer {
         force: bool,
         move_client: bool,
     ) -> crate::store::Result<Claim> {
-        let r = self.store.claim_lease(c, force, move_client).await?;
+        let r = self.backend.claim_lease(c, force, move_client).await?;
         if r == Claim::Won {
             let mut l = self.leased.lock().unwrap_or_else(|p| p.into_inner());
             match l.by_subnet.get_mut(c.subnet) {
@@ -235,7 +236,7 @@ impl DhcpServer {
         }
         let mut failing = false;
         loop {
-            let epoch = self.store.nodes_epoch();
+            let epoch = self.backend.nodes_epoch();
             match self.load_directory().await {
                 Ok(()) => {
                     if failing {
@@ -257,7 +258,7 @@ impl DhcpServer {
                 let changed = tokio::select! {
                     _ = shutdown.wait_for(|s| *s) => return,
                     _ = tokio::time::sleep_until(deadline) => break,
-                    _ = self.store.events_written.notified() => self.store.nodes_epoch() != epoch,
+                    _ = self.backend.changes().notified() => self.backend.nodes_epoch() != epoch,
                 };
                 if changed {
                     // Let a burst of enrolments land first.
@@ -271,10 +272,10 @@ impl DhcpServer {
     /// Reads every enrolled MAC into the directory.
     async fn load_directory(&self) -> crate::store::Result<()> {
         let at = Instant::now();
-        let epoch = self.store.nodes_epoch();
+        let epoch = self.backend.nodes_epoch();
         let macs = self
-            .store
-            .dhcp_directory()
+            .backend
+            .directory()
             .await?
             .into_iter()
             .map(|e| (e.mac, Known::from(e)))
@@ -289,7 +290,7 @@ impl DhcpServer {
     fn in_directory(&self, mac: MacAddr, now: Instant) -> Option<Option<Known>> {
         let dir = self.directory.read().unwrap_or_else(|p| p.into_inner());
         let d = dir.as_ref()?;
-        (now.duration_since(d.at) < NODE_TTL && d.epoch == self.store.nodes_epoch())
+        (now.duration_since(d.at) < NODE_TTL && d.epoch == self.backend.nodes_epoch())
             .then(|| d.macs.get(&mac).cloned())
     }
 
@@ -300,14 +301,14 @@ impl DhcpServer {
         if let Some(k) = self.in_directory(mac, now) {
             return Ok(k);
         }
-        let epoch = self.store.nodes_epoch();
+        let epoch = self.backend.nodes_epoch();
         if let Some((at, seen, k)) = self.lock_nodes().get(&mac)
             && now.duration_since(*at) < NODE_TTL
             && *seen == epoch
         {
             return Ok(k.clone());
         }
-        let k = self.store.dhcp_directory_entry(mac).await?.map(Known::from);
+        let k = self.backend.directory_entry(mac).await?.map(Known::from);
         let mut cache = self.lock_nodes();
         if cache.len() >= NODE_CACHE_MAX {
             cache.clear();
@@ -478,7 +479,7 @@ impl DhcpServer {
 
         if let (Some(n), Outcome::Answer(a)) = (&ctx.node, &out) {
             let text = describe(req, a, &ctx.boot);
-            self.store.log_event(n.id, "dhcp", "dhcp", &text).await?;
+            self.backend.log_event(n.id, &text).await?;
         }
         Ok(out)
     }
@@ -577,12 +578,12 @@ impl DhcpServer {
                 if sid.is_some_and(|s| s != c.server_id) {
                     // The client took another server's offer: free ours at once.
                     if let Some(l) = self
-                        .store
+                        .backend
                         .client_lease(&sub.network.to_string(), req.mac)
                         .await?
                         && l.state == LeaseState::Offered
                     {
-                        self.store.release_lease(l.ip, req.mac, &tag).await?;
+                        self.backend.release_lease(l.ip, req.mac, &tag).await?;
                     }
                     return Ok(Outcome::Silent("other_server"));
                 }
@@ -612,7 +613,7 @@ impl DhcpServer {
                 }
                 let expires = now + lease_ms;
                 if self
-                    .store
+                    .backend
                     .bind_lease(ip, req.mac, expires, req.hostname(), &tag)
                     .await?
                 {
@@ -646,7 +647,7 @@ impl DhcpServer {
                 }
             }
             MessageType::Release => {
-                self.store
+                self.backend
                     .release_lease(req.msg.ciaddr(), req.mac, &tag)
                     .await?;
                 Ok(Outcome::Silent("released"))
@@ -654,7 +655,7 @@ impl DhcpServer {
             MessageType::Decline => {
                 if let Some(ip) = req.requested_ip() {
                     let until = now + self.cfg.decline_quarantine.as_millis() as i64;
-                    if self.store.decline_lease(ip, req.mac, until, &tag).await? {
+                    if self.backend.decline_lease(ip, req.mac, until, &tag).await? {
                         self.metrics.count("dhcp_declined");
                         tracing::warn!(%ip, mac = %req.mac, "address declined by the client (in use by someone else?): quarantined");
                     }
@@ -688,7 +689,7 @@ impl DhcpServer {
             server: tag,
         };
         if let Some(ip) = fixed {
-            let keep = self.store.lease_at(ip).await?.filter(|l| {
+            let keep = self.backend.lease_at(ip).await?.filter(|l| {
                 l.mac == Some(req.mac) && l.state == LeaseState::Bound && l.expires_at_ms > hold
             });
             let (state, exp) = match keep {
@@ -705,7 +706,7 @@ impl DhcpServer {
         let now = now_ms();
         for attempt in 0..3 {
             let lease = if attempt > 0 || self.may_hold_lease(&subnet, req.mac) {
-                self.store.client_lease(&subnet, req.mac).await?
+                self.backend.client_lease(&subnet, req.mac).await?
             } else {
                 None
             };
@@ -723,7 +724,7 @@ impl DhcpServer {
                     }
                 } else {
                     // The ranges changed since: that address is not served any more.
-                    self.store
+                    self.backend
                         .forget_client_leases(&subnet, req.mac, None, tag)
                         .await?;
                 }
@@ -761,7 +762,7 @@ impl DhcpServer {
                 continue;
             }
             // The quick tries met busy addresses: list what is free.
-            let taken = self.store.unavailable_addresses(&subnet).await?;
+            let taken = self.backend.unavailable_addresses(&subnet).await?;
             let free = (0..total)
                 .filter_map(|n| nth_in_ranges(sub, n))
                 .filter(|ip| !taken.contains(ip));
@@ -865,8 +866,8 @@ fn parse_reply_kind(bytes: &[u8]) -> &'static str {
 /// runtime: a request's steps never hop between worker threads, so a boot
 /// storm costs no thread wake-ups beyond the lease writer's (measured: the
 /// hand-offs between the shared runtime's workers took most of the CPU).
-pub async fn serve(
-    server: Arc<DhcpServer>,
+pub async fn serve<B: DhcpBackend>(
+    server: Arc<DhcpServer<B>>,
     sockets: Vec<DhcpSocket>,
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
@@ -885,8 +886,8 @@ pub async fn serve(
         .unwrap_or_else(|_| Err(std::io::Error::other("the DHCP thread stopped")))
 }
 
-async fn serve_here(
-    server: Arc<DhcpServer>,
+async fn serve_here<B: DhcpBackend>(
+    server: Arc<DhcpServer<B>>,
     sockets: Vec<DhcpSocket>,
     shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
@@ -1032,5 +1033,196 @@ mod tests {
             "deleted at once"
         );
         store.close().await;
+    }
+    // --- the handler against the in-memory backend ---------------------------
+
+    use crate::dhcp::backend::MemoryBackend;
+    use dhcproto::v4::{DhcpOption, Message, OptionCode};
+    use dhcproto::{Decodable, Decoder, Encodable, Encoder};
+
+    const SERVER: &str = "10.9.0.1";
+
+    fn subnet(first: &str, last: &str, discovery: bool) -> SubnetConfig {
+        SubnetConfig {
+            network: "10.9.0.0/24".parse().unwrap(),
+            ranges: vec![(first.parse().unwrap(), last.parse().unwrap())],
+            router: None,
+            dns_servers: vec![],
+            domain: None,
+            next_server: None,
+            lease_time: Duration::from_secs(600),
+            discovery,
+        }
+    }
+
+    fn memory_server(sub: SubnetConfig) -> DhcpServer<MemoryBackend> {
+        let mut cfg = crate::config::Config::defaults().dhcp;
+        cfg.subnets = vec![sub];
+        DhcpServer::new(
+            cfg,
+            "http://10.9.0.1:8080",
+            false,
+            MemoryBackend::default(),
+            Arc::new(Metrics::default()),
+        )
+    }
+
+    fn iface() -> Iface {
+        Iface {
+            name: "rl-test".into(),
+            addrs: vec![format!("{SERVER}/24").parse().unwrap()],
+        }
+    }
+
+    /// A client's message, as a PXE ROM would send it.
+    fn packet(kind: MessageType, mac: MacAddr, options: Vec<DhcpOption>) -> Vec<u8> {
+        let mut m = Message::default();
+        m.set_chaddr(&mac.0);
+        m.set_xid(0x1234_5678);
+        m.opts_mut().insert(DhcpOption::MessageType(kind));
+        for o in options {
+            m.opts_mut().insert(o);
+        }
+        let mut out = Vec::new();
+        m.encode(&mut Encoder::new(&mut out)).unwrap();
+        out
+    }
+
+    /// Sends one message on port 67; the decoded answer, if any.
+    async fn ask(
+        s: &DhcpServer<MemoryBackend>,
+        kind: MessageType,
+        mac: MacAddr,
+        options: Vec<DhcpOption>,
+    ) -> Option<Message> {
+        let src: SocketAddr = "0.0.0.0:68".parse().unwrap();
+        match s
+            .handle(&packet(kind, mac, options), src, &iface(), Port::Dhcp)
+            .await
+        {
+            Outcome::Answer(a) => Some(Message::decode(&mut Decoder::new(&a.bytes)).unwrap()),
+            Outcome::Silent(_) => None,
+        }
+    }
+
+    /// DISCOVER then REQUEST of the offered address: the ACK's address.
+    async fn dora(s: &DhcpServer<MemoryBackend>, mac: MacAddr) -> Ipv4Addr {
+        let offer = ask(s, MessageType::Discover, mac, vec![])
+            .await
+            .expect("an offer");
+        assert_eq!(offer.opts().msg_type(), Some(MessageType::Offer));
+        let ip = offer.yiaddr();
+        let ack = ask(
+            s,
+            MessageType::Request,
+            mac,
+            vec![
+                DhcpOption::RequestedIpAddress(ip),
+                DhcpOption::ServerIdentifier(SERVER.parse().unwrap()),
+            ],
+        )
+        .await
+        .expect("an answer to the request");
+        assert_eq!(ack.opts().msg_type(), Some(MessageType::Ack));
+        assert_eq!(ack.yiaddr(), ip);
+        ip
+    }
+
+    fn lease_of(b: &MemoryBackend, mac: MacAddr) -> Option<crate::store::leases::Lease> {
+        b.leases().into_iter().find(|l| l.mac == Some(mac))
+    }
+
+    #[tokio::test]
+    async fn an_unknown_machine_on_a_discovery_subnet_gets_an_address_and_keeps_it() {
+        let s = memory_server(subnet("10.9.0.100", "10.9.0.199", true));
+        let mac: MacAddr = "52:54:00:00:00:01".parse().unwrap();
+        let ip = dora(&s, mac).await;
+        assert!(in_ranges(&s.cfg.subnets[0], ip), "{ip}");
+        let l = lease_of(&s.backend, mac).expect("a lease row");
+        assert_eq!((l.ip, l.state), (ip, LeaseState::Bound));
+        // Back again: the same address.
+        assert_eq!(dora(&s, mac).await, ip);
+        // Another machine: another address.
+        let other: MacAddr = "52:54:00:00:00:02".parse().unwrap();
+        assert_ne!(dora(&s, other).await, ip);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_machine_is_not_answered_without_discovery() {
+        let s = memory_server(subnet("10.9.0.100", "10.9.0.199", false));
+        let mac: MacAddr = "52:54:00:00:00:01".parse().unwrap();
+        assert!(ask(&s, MessageType::Discover, mac, vec![]).await.is_none());
+        assert!(s.backend.leases().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_enrolled_machine_gets_its_own_address_and_name_and_a_history_line() {
+        let s = memory_server(subnet("10.9.0.100", "10.9.0.199", false));
+        let mac: MacAddr = "52:54:00:00:00:03".parse().unwrap();
+        let id = uuid::Uuid::new_v4();
+        s.backend.put_node(crate::store::DirectoryEntry {
+            mac,
+            node_id: id,
+            hostname: "web-01".into(),
+            addresses: vec!["10.9.0.50".into()],
+        });
+        let offer = ask(&s, MessageType::Discover, mac, vec![])
+            .await
+            .expect("an offer");
+        assert_eq!(offer.yiaddr(), "10.9.0.50".parse::<Ipv4Addr>().unwrap());
+        assert!(
+            matches!(offer.opts().get(OptionCode::Hostname), Some(DhcpOption::Hostname(h)) if h == "web-01"),
+            "{:?}",
+            offer.opts()
+        );
+        assert_eq!(
+            dora(&s, mac).await,
+            "10.9.0.50".parse::<Ipv4Addr>().unwrap()
+        );
+        let events = s.backend.events.lock().unwrap().clone();
+        assert!(events.iter().any(|(n, _)| *n == id), "{events:?}");
+    }
+
+    #[tokio::test]
+    async fn a_declined_address_is_quarantined_and_pool_addresses_are_never_offered() {
+        // Three addresses: one a profile pool reserves, one declined.
+        let s = memory_server(subnet("10.9.0.100", "10.9.0.102", true));
+        s.backend
+            .reserved
+            .lock()
+            .unwrap()
+            .insert("10.9.0.101".parse().unwrap());
+        let a: MacAddr = "52:54:00:00:00:0a".parse().unwrap();
+        let offer = ask(&s, MessageType::Discover, a, vec![]).await.unwrap();
+        let first = offer.yiaddr();
+        assert_ne!(first, "10.9.0.101".parse::<Ipv4Addr>().unwrap());
+        assert!(
+            ask(
+                &s,
+                MessageType::Decline,
+                a,
+                vec![
+                    DhcpOption::RequestedIpAddress(first),
+                    DhcpOption::ServerIdentifier(SERVER.parse().unwrap()),
+                ],
+            )
+            .await
+            .is_none()
+        );
+        let declined = s
+            .backend
+            .leases()
+            .into_iter()
+            .find(|l| l.ip == first)
+            .unwrap();
+        assert_eq!((declined.state, declined.mac), (LeaseState::Declined, None));
+        // The only address left is the third one, for anybody.
+        let b: MacAddr = "52:54:00:00:00:0b".parse().unwrap();
+        let second = dora(&s, b).await;
+        assert_ne!(second, first);
+        assert_ne!(second, "10.9.0.101".parse::<Ipv4Addr>().unwrap());
+        // None left: a third machine gets no offer.
+        let c: MacAddr = "52:54:00:00:00:0c".parse().unwrap();
+        assert!(ask(&s, MessageType::Discover, c, vec![]).await.is_none());
     }
 }
