@@ -19,8 +19,6 @@ pub mod app;
 #[cfg(feature = "server")]
 pub mod bmc;
 #[cfg(feature = "server")]
-pub mod boot;
-#[cfg(feature = "server")]
 pub mod cli;
 #[cfg(feature = "server")]
 pub mod conductor;
@@ -29,13 +27,11 @@ pub mod config;
 #[cfg(feature = "server")]
 pub mod confined;
 #[cfg(feature = "server")]
-pub mod dhcp;
-#[cfg(feature = "server")]
-pub mod http_front;
-#[cfg(feature = "server")]
 pub mod log_limit;
 #[cfg(feature = "server")]
 pub mod metrics;
+#[cfg(feature = "server")]
+pub mod netboot;
 #[cfg(feature = "server")]
 pub mod node;
 #[cfg(feature = "server")]
@@ -52,5 +48,3 @@ pub mod server;
 pub mod state;
 #[cfg(feature = "server")]
 pub mod store;
-#[cfg(feature = "server")]
-pub mod tftp;

@@ -62,14 +62,17 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub struct Listeners {
     pub http: std::net::TcpListener,
     pub tftp: Option<std::net::UdpSocket>,
-    pub dhcp: Vec<crate::dhcp::DhcpSocket>,
+    pub dhcp: Vec<crate::netboot::dhcp::DhcpSocket>,
 }
 
 impl Listeners {
     /// Binds the TFTP and DHCP sockets the configuration enables.
     pub fn bind_udp(
         cfg: &Config,
-    ) -> anyhow::Result<(Option<std::net::UdpSocket>, Vec<crate::dhcp::DhcpSocket>)> {
+    ) -> anyhow::Result<(
+        Option<std::net::UdpSocket>,
+        Vec<crate::netboot::dhcp::DhcpSocket>,
+    )> {
         let tftp = if cfg.tftp.enabled {
             let s = std::net::UdpSocket::bind(cfg.tftp.listen)
                 .with_context(|| format!("cannot bind TFTP on {}", cfg.tftp.listen))?;
@@ -79,7 +82,7 @@ impl Listeners {
             None
         };
         let dhcp = if cfg.dhcp.enabled {
-            crate::dhcp::net::bind(&cfg.dhcp).context("cannot start DHCP")?
+            crate::netboot::dhcp::net::bind(&cfg.dhcp).context("cannot start DHCP")?
         } else {
             Vec::new()
         };
@@ -204,10 +207,10 @@ pub async fn start_with(cfg: Config, sockets: Listeners) -> anyhow::Result<Runni
                 .with_context(|| format!("cannot create TFTP root {}", root.display()))?;
         }
         let (reports, mut ended) = tokio::sync::mpsc::unbounded_channel();
-        let files = crate::tftp::open_root(&root, metrics.clone())?.with_reports(reports);
+        let files = crate::netboot::tftp::open_root(&root, metrics.clone())?.with_reports(reports);
         let sd = rx.clone();
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = crate::tftp::serve_with(socket, files, sd).await {
+            if let Err(e) = crate::netboot::tftp::serve_with(socket, files, sd).await {
                 tracing::error!(error = %e, "TFTP server stopped");
             }
         }));
@@ -222,7 +225,7 @@ pub async fn start_with(cfg: Config, sockets: Listeners) -> anyhow::Result<Runni
         });
     }
     if !sockets.dhcp.is_empty() {
-        let server = Arc::new(crate::dhcp::DhcpServer::new(
+        let server = Arc::new(crate::netboot::dhcp::DhcpServer::new(
             cfg.dhcp.clone(),
             &cfg.http.public_url,
             cfg.discovery.enabled,
@@ -233,17 +236,17 @@ pub async fn start_with(cfg: Config, sockets: Listeners) -> anyhow::Result<Runni
         let sd = rx.clone();
         let dhcp = sockets.dhcp;
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = crate::dhcp::server::serve(server, dhcp, sd).await {
+            if let Err(e) = crate::netboot::dhcp::server::serve(server, dhcp, sd).await {
                 tracing::error!(error = %e, "DHCP server stopped");
             }
         }));
     }
-    let front_mounts = crate::http_front::mounts(&cfg);
+    let front_mounts = crate::netboot::http_front::mounts(&cfg);
     let front_metrics = metrics.clone();
     let app = AppState::new(core, head_rx);
-    let limits = crate::http_front::Limits::from_config(&app.cfg.http);
+    let limits = crate::netboot::http_front::Limits::from_config(&app.cfg.http);
     let front_shutdown = rx.clone();
-    tasks.push(tokio::spawn(crate::http_front::serve(
+    tasks.push(tokio::spawn(crate::netboot::http_front::serve(
         listener,
         front_mounts,
         front_metrics,
@@ -265,7 +268,7 @@ pub async fn start_with(cfg: Config, sockets: Listeners) -> anyhow::Result<Runni
 /// root, a link to somewhere outside it: it will not be served (Debian's
 /// `/usr/lib/ipxe/ipxe.efi` is a link to `/boot/ipxe.efi`).
 fn warn_of_boot_links(cfg: &Config) {
-    let f = crate::dhcp::pxe::BootFiles::default();
+    let f = crate::netboot::dhcp::pxe::BootFiles::default();
     let names = [
         f.bios.as_str(),
         f.uefi_x64.as_str(),
@@ -318,7 +321,10 @@ fn raise_open_file_limit(max_connections: usize) {
 }
 
 /// Records a TFTP transfer on the node whose lease has the peer's address.
-async fn record_transfer(store: &Store, t: &crate::tftp::TransferEnded) -> anyhow::Result<()> {
+async fn record_transfer(
+    store: &Store,
+    t: &crate::netboot::tftp::TransferEnded,
+) -> anyhow::Result<()> {
     let std::net::IpAddr::V4(ip) = t.peer.ip() else {
         return Ok(());
     };

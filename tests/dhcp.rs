@@ -363,7 +363,7 @@ struct RawClient {
 impl RawClient {
     fn new(ns: &Netns) -> RawClient {
         let sock = ns
-            .run(|| racklift::dhcp::net::bind_on("rl-c", 68))
+            .run(|| racklift::netboot::dhcp::net::bind_on("rl-c", 68))
             .expect("client socket");
         sock.set_nonblocking(false).unwrap();
         sock.set_read_timeout(Some(Duration::from_millis(300)))

@@ -86,7 +86,7 @@ impl Server {
             let metrics = metrics.clone();
             let root = root.clone();
             rt.spawn(async move {
-                racklift::tftp::serve(socket, &root, metrics, rx)
+                racklift::netboot::tftp::serve(socket, &root, metrics, rx)
                     .await
                     .expect("tftp serve");
             });
@@ -379,7 +379,7 @@ fn malformed_packets_do_not_stop_the_server() {
     };
     assert_eq!(&buf[..2], &[0, 6], "not an OACK: {:?}", &buf[..n]);
     let oack = &buf[2..n];
-    let want = format!("windowsize\0{}\0", racklift::tftp::MAX_WINDOW);
+    let want = format!("windowsize\0{}\0", racklift::netboot::tftp::MAX_WINDOW);
     assert!(
         oack.windows(want.len()).any(|w| w == want.as_bytes()),
         "{:?}",

@@ -9,8 +9,8 @@ use dhcproto::v4::{Message, MessageType};
 use dhcproto::{Decodable, Decoder};
 use libfuzzer_sys::fuzz_target;
 use racklift::config::SubnetConfig;
-use racklift::dhcp::pxe::{BootFiles, ClientInfo, decide};
-use racklift::dhcp::reply::{ReplySpec, build, encode, parse};
+use racklift::netboot::dhcp::pxe::{BootFiles, ClientInfo, decide};
+use racklift::netboot::dhcp::reply::{ReplySpec, build, encode, parse};
 use std::net::Ipv4Addr;
 
 fuzz_target!(|data: &[u8]| {

@@ -7,8 +7,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use racklift::metrics::Metrics;
-use racklift::tftp::packet::{self, Incoming};
-use racklift::tftp::{BootFiles, Content, MAX_WINDOW};
+use racklift::netboot::tftp::packet::{self, Incoming};
+use racklift::netboot::tftp::{BootFiles, Content, MAX_WINDOW};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};

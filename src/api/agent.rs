@@ -7,7 +7,7 @@
 
 use super::{ApiError, ApiJson, AppState, bearer};
 use crate::app::agent::{Accepted, Caller};
-use crate::boot::{RamdiskParams, script};
+use crate::netboot::script::{RamdiskParams, script};
 use crate::node::MacAddr;
 use crate::node::limits;
 use crate::protocol::{Heartbeat, LogLines, StatusReport};

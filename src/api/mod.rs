@@ -129,7 +129,7 @@ async fn track(State(app): State<AppState>, req: Request, next: Next) -> Respons
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
-        .or_else(|| crate::http_front::route_label(req.uri().path()).map(String::from))
+        .or_else(|| crate::netboot::http_front::route_label(req.uri().path()).map(String::from))
         .unwrap_or_else(|| "unmatched".into());
     // Every line logged while answering carries the request's method and route.
     let span = tracing::info_span!("http", %method, %route, status = tracing::field::Empty);
@@ -201,7 +201,7 @@ pub fn router(app: AppState) -> Router {
         })
     };
     let mut assets = Router::new();
-    for mount in crate::http_front::mounts(&app.cfg) {
+    for mount in crate::netboot::http_front::mounts(&app.cfg) {
         let at = mount.prefix.trim_end_matches('/');
         let files = tower_http::services::ServeDir::new(&mount.dir);
         let served = if at == "/assets/ramdisk" {

@@ -9,17 +9,37 @@
 //! (`wrong_step`) and recorded in the node's events. Forged, expired and
 //! ended-boot tokens are refused and counted, and logged at most once per
 //! 10 s. The boot script tells a MAC without a step nothing about its node
-//! (see [`crate::boot`]); each fetch is an event of the node, repeats counted
+//! (see [`crate::netboot::script`]); each fetch is an event of the node, repeats counted
 //! on one row.
 
 use super::{App, AppError};
-use crate::boot::BootView;
 use crate::log_limit::LogLimit;
 use crate::node::MacAddr;
 use crate::protocol::{Command, Fact, Inventory};
 use crate::state::State as NodeState;
 use crate::store::tokens::DISCOVERY_PREFIX;
 use crate::store::{AgentAuth, AgentTokenError, DiscoveryAuth, Handout, Phase, StepOutcome};
+
+/// What a MAC that asks for its boot script gets (rendered by
+/// [`crate::netboot::script`]).
+#[derive(Debug, Clone)]
+pub enum BootView {
+    /// Nothing to boot from the network now (the reason is not told).
+    Nothing,
+    /// An installed node: its local disk.
+    LocalDisk,
+    /// No node has this MAC; discovery is on and hands out this token.
+    Discover { token: String },
+    /// A node's step waits for the ramdisk: this boot's token.
+    Ramdisk {
+        name: String,
+        state: NodeState,
+        token: String,
+    },
+    /// This boot's token was handed out and its agent has used it: it is not
+    /// handed out again (racklift's next boot of the machine brings a new one).
+    TokenUsed,
+}
 
 /// Who an agent request speaks for.
 pub enum Caller {

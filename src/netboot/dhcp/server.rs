@@ -376,20 +376,14 @@ impl<B: DhcpBackend> DhcpServer<B> {
         port: Port,
     ) -> Outcome {
         let span = tracing::info_span!("dhcp", mac = %req.mac, kind = ?req.kind, xid = req.msg.xid(), iface = %iface.name, port = ?port);
-        self.handle_in_span(req, src, iface, port)
-            .instrument(span)
-            .await
-    }
-
-    async fn handle_in_span(
-        &self,
-        req: &Request,
-        src: SocketAddr,
-        iface: &Iface,
-        port: Port,
-    ) -> Outcome {
         let started = Instant::now();
-        let out = match self.answer(req, src, iface, port).await {
+        let answered = self
+            .answer(req, src, iface, port)
+            .instrument(span.clone())
+            .await;
+        // No await from here on: the span stays entered to the end.
+        let _in_span = span.enter();
+        let out = match answered {
             Ok(o) => o,
             Err(e) => {
                 tracing::warn!(mac = %req.mac, error = %e, "DHCP request not answered: store unavailable");
@@ -1036,7 +1030,7 @@ mod tests {
     }
     // --- the handler against the in-memory backend ---------------------------
 
-    use crate::dhcp::backend::MemoryBackend;
+    use crate::netboot::dhcp::backend::MemoryBackend;
     use dhcproto::v4::{DhcpOption, Message, OptionCode};
     use dhcproto::{Decodable, Decoder, Encodable, Encoder};
 

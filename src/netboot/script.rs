@@ -16,28 +16,8 @@
 //! appear only in the ramdisk script of a node with a step under way; why
 //! there is nothing to boot is in the node's events, not on the wire.
 
+use crate::app::agent::BootView;
 use crate::node::MacAddr;
-use crate::state::State;
-
-/// What the boot endpoint decided for the asking machine.
-#[derive(Debug, Clone)]
-pub enum BootView {
-    /// Nothing to boot from the network now (the reason is not told).
-    Nothing,
-    /// An installed node: its local disk.
-    LocalDisk,
-    /// No node has this MAC; discovery is on and hands out this token.
-    Discover { token: String },
-    /// A node's step waits for the ramdisk: this boot's token.
-    Ramdisk {
-        name: String,
-        state: State,
-        token: String,
-    },
-    /// This boot's token was handed out and its agent has used it: it is not
-    /// handed out again (racklift's next boot of the machine brings a new one).
-    TokenUsed,
-}
 
 /// Where the ramdisk is and what it is told.
 #[derive(Debug, Clone)]
@@ -107,6 +87,7 @@ pub fn script(view: &BootView, mac: MacAddr, p: &RamdiskParams<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::State;
 
     const P: RamdiskParams<'static> = RamdiskParams {
         api_url: "http://10.0.0.1:8080",
