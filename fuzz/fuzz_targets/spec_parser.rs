@@ -2,16 +2,10 @@
 //! refused with an error, and a parsed spec set must match or not within the
 //! search bound — never panic, never hang.
 //!
-//! The matcher module is compiled in directly: it depends only on serde, regex
-//! and thiserror, so the sanitizer build stays small.
 #![no_main]
 
-#[path = "../../src/profiles/matcher.rs"]
-#[allow(dead_code)]
-mod matcher;
-
 use libfuzzer_sys::fuzz_target;
-use matcher::{Facts, SpecSet, explain, matches};
+use racklift::profiles::matcher::{Facts, SpecSet, explain, matches};
 use racklift::protocol::Fact;
 
 fuzz_target!(|data: &[u8]| {
