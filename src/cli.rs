@@ -4,6 +4,7 @@
 //! `RACKLIFT_TOKEN` (clap reads them; the binary's `main` hands clap the
 //! environment), falling back to `./racklift-data/admin.token`.
 
+use crate::api::views::{Enrolled, NodePage, NodeView};
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Value, json};
@@ -249,41 +250,34 @@ pub enum RaidCmd {
 async fn wait_for_target(
     c: &Client,
     id: &str,
-    answer: &Value,
+    answer: &NodeView,
     timeout: std::time::Duration,
-) -> anyhow::Result<Value> {
-    use crate::state::State;
-    let state_of = |n: &Value| n["state"].as_str().and_then(|s| s.parse::<State>().ok());
-    let want = answer["target"]
-        .as_str()
-        .or(answer["state"].as_str())
-        .unwrap_or_default()
-        .to_string();
+) -> anyhow::Result<NodeView> {
+    let want = answer.target.unwrap_or(answer.state);
     let until = std::time::Instant::now() + timeout;
     let path = format!("/v1/nodes/{}", enc(id));
     let mut n = answer.clone();
     loop {
-        let state = state_of(&n);
-        if n["state"] == want.as_str() {
+        if n.state == want {
             return Ok(n);
         }
-        let settled = state.is_some_and(|s| !s.is_transient()) && n["target"].is_null();
-        if state.is_some_and(State::is_failed) || settled {
+        let settled = !n.state.is_transient() && n.target.is_none();
+        if n.state.is_failed() || settled {
             bail!(
                 "{id}: {} (wanted {want}): {}",
-                s(&n["state"]),
-                n["last_error"].as_str().unwrap_or("no error recorded")
+                n.state,
+                n.last_error.as_deref().unwrap_or("no error recorded")
             );
         }
         if std::time::Instant::now() > until {
             bail!(
                 "{id}: still {} after {} s (wanted {want})",
-                s(&n["state"]),
+                n.state,
                 timeout.as_secs()
             );
         }
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        n = c.call(reqwest::Method::GET, &path, None).await?;
+        n = c.get(&path).await?;
     }
 }
 
@@ -512,6 +506,25 @@ impl Client {
         }
         Ok(v)
     }
+
+    /// A request whose answer is read into `T`: the client is typed by the
+    /// API's own views (`crate::api::views`).
+    async fn send<T: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<T> {
+        let v = self.call(method, path, body).await?;
+        serde_json::from_value(v).with_context(|| {
+            format!("racklift's answer to {path} is not what this CLI reads (another version?)")
+        })
+    }
+
+    /// `GET path`, read into `T`.
+    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        self.send(reqwest::Method::GET, path, None).await
+    }
 }
 
 /// Prints rows as an aligned table.
@@ -548,23 +561,33 @@ fn s(v: &Value) -> String {
     }
 }
 
-fn node_rows(nodes: &[Value]) -> String {
+/// An optional field as shown in tables: `-` when absent.
+fn opt(v: Option<impl std::fmt::Display>) -> String {
+    v.map_or_else(|| "-".into(), |v| v.to_string())
+}
+
+/// A list field as shown in tables: its JSON.
+fn list(v: &[impl serde::Serialize]) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+fn yes_no(b: bool) -> String {
+    if b { "yes" } else { "no" }.into()
+}
+
+fn node_rows(nodes: &[NodeView]) -> String {
     let rows: Vec<Vec<String>> = nodes
         .iter()
         .map(|n| {
             vec![
-                s(&n["name"]),
-                s(&n["state"]),
-                s(&n["boot_mac"]),
-                s(&n["bmc"]["driver"]),
-                s(&n["power_state"]),
-                if n["maintenance"] == true {
-                    "yes".into()
-                } else {
-                    "no".into()
-                },
-                s(&n["profile"]),
-                s(&n["id"]),
+                n.name.clone(),
+                n.state.to_string(),
+                opt(n.boot_mac),
+                n.bmc.driver.as_str().into(),
+                opt(n.power_state.as_ref()),
+                yes_no(n.maintenance),
+                opt(n.profile.as_ref()),
+                n.id.to_string(),
             ]
         })
         .collect();
@@ -576,38 +599,33 @@ fn node_rows(nodes: &[Value]) -> String {
     )
 }
 
-fn node_detail(n: &Value) -> String {
-    let mut rows = Vec::new();
-    for k in [
-        "id",
-        "name",
-        "state",
-        "target",
-        "generation",
-        "boot_mac",
-        "macs",
-        "profile",
-        "role",
-        "power_state",
-        "maintenance",
-        "maintenance_reason",
-        "last_error",
-        "allowed_actions",
-        "created_at",
-        "updated_at",
-    ] {
-        rows.push(vec![k.to_string(), s(&n[k])]);
-    }
-    for k in [
-        "driver",
-        "address",
-        "port",
-        "username",
-        "password_set",
-        "verify_tls",
-    ] {
-        rows.push(vec![format!("bmc.{k}"), s(&n["bmc"][k])]);
-    }
+fn node_detail(n: &NodeView) -> String {
+    let b = &n.bmc;
+    let rows = [
+        ("id", n.id.to_string()),
+        ("name", n.name.clone()),
+        ("state", n.state.to_string()),
+        ("target", opt(n.target)),
+        ("generation", n.generation.to_string()),
+        ("boot_mac", opt(n.boot_mac)),
+        ("macs", list(&n.macs)),
+        ("profile", opt(n.profile.as_ref())),
+        ("role", opt(n.role.as_ref())),
+        ("power_state", opt(n.power_state.as_ref())),
+        ("maintenance", n.maintenance.to_string()),
+        ("maintenance_reason", opt(n.maintenance_reason.as_ref())),
+        ("last_error", opt(n.last_error.as_ref())),
+        ("allowed_actions", list(&n.allowed_actions)),
+        ("created_at", n.created_at.clone()),
+        ("updated_at", n.updated_at.clone()),
+        ("bmc.driver", b.driver.as_str().into()),
+        ("bmc.address", opt(b.address.as_ref())),
+        ("bmc.port", opt(b.port)),
+        ("bmc.username", opt(b.username.as_ref())),
+        ("bmc.password_set", b.password_set.to_string()),
+        ("bmc.verify_tls", b.verify_tls.to_string()),
+    ];
+    let rows: Vec<Vec<String>> = rows.into_iter().map(|(k, v)| vec![k.into(), v]).collect();
     table(&["field", "value"], &rows)
 }
 
@@ -648,9 +666,7 @@ async fn node_command(c: &Client, as_json: bool, cmd: NodeCmd) -> anyhow::Result
     let out = match cmd {
         NodeCmd::List(filter) => list_nodes(c, as_json, filter).await?,
         NodeCmd::Show { id } => {
-            let n = c
-                .call(Method::GET, &format!("/v1/nodes/{}", enc(&id)), None)
-                .await?;
+            let n: NodeView = c.get(&format!("/v1/nodes/{}", enc(&id))).await?;
             if as_json {
                 serde_json::to_string_pretty(&n)?
             } else {
@@ -658,16 +674,17 @@ async fn node_command(c: &Client, as_json: bool, cmd: NodeCmd) -> anyhow::Result
             }
         }
         NodeCmd::Create(f) => {
-            let n = c.call(Method::POST, "/v1/nodes", Some(f.body())).await?;
+            let e: Enrolled = c.send(Method::POST, "/v1/nodes", Some(f.body())).await?;
             if as_json {
-                serde_json::to_string_pretty(&n)?
+                serde_json::to_string_pretty(&e)?
             } else {
-                node_detail(&n)
+                let notes: String = e.notes.iter().map(|n| format!("\nnote: {n}")).collect();
+                node_detail(&e.node) + &notes
             }
         }
         NodeCmd::Update { id, fields } => {
-            let n = c
-                .call(
+            let n: NodeView = c
+                .send(
                     Method::PATCH,
                     &format!("/v1/nodes/{}", enc(&id)),
                     Some(fields.body()),
@@ -695,8 +712,8 @@ async fn node_command(c: &Client, as_json: bool, cmd: NodeCmd) -> anyhow::Result
             wait,
         } => {
             let body = reason.map(|r| json!({ "reason": r })).unwrap_or(json!({}));
-            let mut n = c
-                .call(
+            let mut n: NodeView = c
+                .send(
                     Method::POST,
                     &format!("/v1/nodes/{}/actions/{}", enc(&id), enc(&action)),
                     Some(body),
@@ -708,12 +725,7 @@ async fn node_command(c: &Client, as_json: bool, cmd: NodeCmd) -> anyhow::Result
             if as_json {
                 serde_json::to_string_pretty(&n)?
             } else {
-                format!(
-                    "{}: {} (target {})",
-                    s(&n["name"]),
-                    s(&n["state"]),
-                    s(&n["target"])
-                )
+                format!("{}: {} (target {})", n.name, n.state, opt(n.target))
             }
         }
         NodeCmd::Power { id, action, wait } => {
@@ -819,7 +831,6 @@ async fn node_command(c: &Client, as_json: bool, cmd: NodeCmd) -> anyhow::Result
 
 /// `racklift node list`: every page with `--all`.
 async fn list_nodes(c: &Client, as_json: bool, f: ListArgs) -> anyhow::Result<String> {
-    use reqwest::Method;
     let ListArgs {
         state,
         profile,
@@ -844,9 +855,9 @@ async fn list_nodes(c: &Client, as_json: bool, f: ListArgs) -> anyhow::Result<St
             if let Some(a) = &after {
                 q.push_str(&format!("&after={}", enc(a)));
             }
-            let page = c.call(Method::GET, &q, None).await?;
-            nodes.extend(page["nodes"].as_array().cloned().unwrap_or_default());
-            after = page["next"].as_str().map(str::to_string);
+            let page: NodePage = c.get(&q).await?;
+            nodes.extend(page.nodes);
+            after = page.next;
             if !all || after.is_none() {
                 break;
             }

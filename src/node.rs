@@ -137,17 +137,15 @@ pub struct BmcView {
     pub verify_tls: bool,
 }
 
-/// A node as racklift knows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+/// A node as racklift knows it: the domain model. What the API shows of it
+/// is `crate::api::views::NodeView`.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Node {
-    #[schema(value_type = String, format = Uuid)]
     pub id: Uuid,
     pub name: String,
     /// The MAC the node network-boots from.
-    #[schema(value_type = Option<String>, example = "52:54:00:12:34:56")]
     pub boot_mac: Option<MacAddr>,
     /// Every port's MAC (the boot MAC included); unique across nodes.
-    #[schema(value_type = Vec<String>)]
     pub macs: Vec<MacAddr>,
     pub bmc: BmcView,
     pub state: State,

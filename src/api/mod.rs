@@ -14,6 +14,7 @@ mod nodes;
 pub mod openapi;
 pub mod profiles;
 mod tokens;
+pub mod views;
 
 pub use error::{ApiError, ApiJson};
 

@@ -3,7 +3,8 @@
 use super::error::{ErrorBody, OptJson};
 use super::{ApiError, ApiJson, AppState};
 
-use crate::node::{NewNode, Node, NodePatch};
+use super::views::{Enrolled, NodePage, NodeView};
+use crate::node::{NewNode, NodePatch};
 use crate::state::State as NodeState;
 use crate::store::NodeFilter;
 use axum::Json;
@@ -23,17 +24,6 @@ pub(super) fn actor(headers: &HeaderMap) -> String {
         .unwrap_or_else(|| "api".to_string())
 }
 
-/// An enrolled node, and what its enrolment changed elsewhere.
-#[derive(Debug, Serialize, ToSchema)]
-pub(super) struct Enrolled {
-    #[serde(flatten)]
-    node: Node,
-    /// MACs this enrolment took from nodes that discovery enrolled and nobody
-    /// has managed yet (also in both nodes' events); absent when none.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    notes: Vec<String>,
-}
-
 #[utoipa::path(post, path = "/v1/nodes", request_body = NewNode,
     responses((status = 201, body = Enrolled),
         (status = 400, body = ErrorBody, description = "Invalid body: malformed_json, invalid_body, or invalid_field naming the field (and its limit: at most 64 MACs, names of 63 characters ...)"),
@@ -49,7 +39,10 @@ pub(super) async fn create(
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, location)],
-        Json(Enrolled { node, notes }),
+        Json(Enrolled {
+            node: node.into(),
+            notes,
+        }),
     )
         .into_response())
 }
@@ -71,14 +64,6 @@ pub(super) struct ListParams {
     limit: Option<i64>,
     /// The `next` value of the previous page.
     after: Option<String>,
-}
-
-/// A page of nodes.
-#[derive(Debug, Serialize, ToSchema)]
-pub(super) struct NodePage {
-    nodes: Vec<Node>,
-    /// Pass as `after` for the next page; null on the last page.
-    next: Option<String>,
 }
 
 #[utoipa::path(get, path = "/v1/nodes", params(ListParams),
@@ -136,8 +121,10 @@ pub(super) async fn list(
         cache.clear();
     }
     for n in fresh {
-        let text = serde_json::to_string(&n).map_err(|e| ApiError::unavailable(&e.to_string()))?;
-        cache.insert(n.id, (n.generation, text.into()));
+        let (id, generation) = (n.id, n.generation);
+        let text = serde_json::to_string(&NodeView::from(n))
+            .map_err(|e| ApiError::unavailable(&e.to_string()))?;
+        cache.insert(id, (generation, text.into()));
     }
     let mut body = String::with_capacity(versions.len() * 800 + 64);
     body.push_str("{\"nodes\":[");
@@ -163,12 +150,12 @@ pub(super) async fn list(
 }
 
 #[utoipa::path(get, path = "/v1/nodes/{id}", params(("id" = String, Path, description = "UUID or name")),
-    responses((status = 200, body = Node), (status = 404, body = ErrorBody, description = "No such node")), security(("bearer" = [])))]
+    responses((status = 200, body = NodeView), (status = 404, body = ErrorBody, description = "No such node")), security(("bearer" = [])))]
 pub(super) async fn show(
     State(app): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Node>, ApiError> {
-    Ok(Json(app.store.get_node(&id).await?))
+) -> Result<Json<NodeView>, ApiError> {
+    Ok(Json(app.store.get_node(&id).await?.into()))
 }
 
 /// The generation in an `If-Match` header, if any.
@@ -191,7 +178,7 @@ fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
 }
 
 #[utoipa::path(patch, path = "/v1/nodes/{id}", request_body = NodePatch, params(("id" = String, Path, description = "UUID or name")),
-    responses((status = 200, body = Node),
+    responses((status = 200, body = NodeView),
         (status = 400, body = ErrorBody, description = "Invalid body or If-Match header: malformed_json, invalid_body, invalid_header, or invalid_field naming the field and its limit"),
         (status = 409, body = ErrorBody, description = "Generation mismatch (conflict), or another node has the name or a MAC (duplicate_name, duplicate_mac); a MAC held by a discovered node nobody has managed is taken from it instead (in both nodes' events)")),
     security(("bearer" = [])))]
@@ -200,12 +187,12 @@ pub(super) async fn update(
     Path(id): Path<String>,
     headers: HeaderMap,
     ApiJson(mut patch): ApiJson<NodePatch>,
-) -> Result<Json<Node>, ApiError> {
+) -> Result<Json<NodeView>, ApiError> {
     if let Some(g) = if_match(&headers)? {
         patch.generation = Some(g);
     }
     let node = app.update_node(&id, &patch, &actor(&headers)).await?;
-    Ok(Json(node))
+    Ok(Json(node.into()))
 }
 
 #[utoipa::path(delete, path = "/v1/nodes/{id}", params(("id" = String, Path, description = "UUID or name")),
@@ -231,7 +218,7 @@ pub(super) struct ActionBody {
 
 #[utoipa::path(post, path = "/v1/nodes/{id}/actions/{action}", request_body(content = Option<ActionBody>),
     params(("id" = String, Path, description = "UUID or name"), ("action" = String, Path, description = "manage, inspect, provide, deploy, configure, reprovision, undeploy, abort, maintenance_on, maintenance_off")),
-    responses((status = 202, body = Node, description = "Accepted; work queued"),
+    responses((status = 202, body = NodeView, description = "Accepted; work queued"),
         (status = 400, body = ErrorBody, description = "Unknown action (unknown_action), a reason too long or missing (invalid_field), a bad body or If-Match header"),
         (status = 409, body = ErrorBody, description = "Not allowed in the node's state (invalid_action; allowed_actions lists what is), in maintenance, or a generation mismatch")),
     security(("bearer" = [])))]
@@ -251,7 +238,7 @@ pub(super) async fn action(
             &actor(&headers),
         )
         .await?;
-    Ok((StatusCode::ACCEPTED, Json(node)).into_response())
+    Ok((StatusCode::ACCEPTED, Json(NodeView::from(node))).into_response())
 }
 
 #[utoipa::path(get, path = "/v1/nodes/{id}/inventory", params(("id" = String, Path, description = "UUID or name")),

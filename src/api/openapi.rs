@@ -137,11 +137,11 @@ fn error_response(description: &str) -> utoipa::openapi::Response {
         profiles::list, profiles::show, profiles::reload, profiles::test, profiles::facts, profiles::matches,
         agent::boot_script, agent::inventory, agent::status, agent::heartbeat, agent::log,
     ),
-    components(schemas(crate::node::Node, crate::node::NewNode, crate::node::NodePatch, crate::node::BmcInput, crate::node::BmcView,
+    components(schemas(super::views::NodeView, crate::node::NewNode, crate::node::NodePatch, crate::node::BmcInput, crate::node::BmcView,
         crate::node::BmcDriverKind, crate::state::State, crate::state::Event, crate::store::EventRow, crate::store::Role, crate::store::ApiToken,
         crate::store::leases::Lease, crate::store::leases::LeaseState,
         crate::bmc::BootDevice, crate::bmc::BiosSettings, crate::bmc::RaidVolume, crate::bmc::VolumeSpec, crate::bmc::BmcInventory, crate::bmc::BmcNic, crate::bmc::BmcDisk,
-        nodes::StepView, nodes::StageView, bmc::PowerView, bmc::PowerBody, bmc::BootBody, bmc::BiosBody, bmc::RaidView, nodes::Enrolled, ErrorBody, ErrorDetail)),
+        nodes::StepView, nodes::StageView, bmc::PowerView, bmc::PowerBody, bmc::BootBody, bmc::BiosBody, bmc::RaidView, super::views::Enrolled, ErrorBody, ErrorDetail)),
     modifiers(&Security, &CommonErrors)
 )]
 pub struct ApiDoc;
