@@ -59,18 +59,23 @@ impl Conductor {
         }
     }
 
-    /// Recovers from a previous run, then runs workers and the reaper until `shutdown` turns true.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), StoreError> {
-        if self.app.store.backend() == crate::store::Backend::Sqlite {
-            // Nobody else uses this database: every running step was ours and died with us.
-            let n = self.app.store.resume_interrupted().await?;
-            if n > 0 {
-                tracing::info!(steps = n, "resumed steps interrupted by a restart");
+    /// Recovers from a previous run, then runs workers and the reaper until
+    /// `shutdown` turns true. A database that does not answer at start-up
+    /// delays the work, never stops it: the recovery is tried again.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match self.recover().await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "start-up recovery failed; trying again");
+                    tokio::select! {
+                        _ = shutdown.wait_for(|s| *s) => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
             }
-        }
-        let reaped = self.app.store.reap().await?;
-        if reaped != Default::default() {
-            tracing::info!(?reaped, "start-up recovery");
         }
         let mut set = JoinSet::new();
         for i in 0..self.cfg.workers {
@@ -83,6 +88,21 @@ impl Conductor {
         set.spawn(async move { c.reaper(sd).await });
         let _ = shutdown.wait_for(|s| *s).await;
         while set.join_next().await.is_some() {}
+    }
+
+    /// The start-up recovery: steps interrupted by a restart run again.
+    async fn recover(&self) -> Result<(), StoreError> {
+        if self.app.store.backend() == crate::store::Backend::Sqlite {
+            // Nobody else uses this database: every running step was ours and died with us.
+            let n = self.app.store.resume_interrupted().await?;
+            if n > 0 {
+                tracing::info!(steps = n, "resumed steps interrupted by a restart");
+            }
+        }
+        let reaped = self.app.store.reap().await?;
+        if reaped != Default::default() {
+            tracing::info!(?reaped, "start-up recovery");
+        }
         Ok(())
     }
 

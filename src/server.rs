@@ -184,11 +184,7 @@ pub async fn start_with(cfg: Config, sockets: Listeners) -> anyhow::Result<Runni
     {
         let conductor = Conductor::new(core.clone());
         let sd = rx.clone();
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = conductor.run(sd).await {
-                tracing::error!(error = %e, "conductor stopped");
-            }
-        }));
+        tasks.push(tokio::spawn(conductor.run(sd)));
     }
     if !cfg.conductor.power_sync_interval.is_zero() {
         let (store, drivers, sd) = (store.clone(), drivers.clone(), rx.clone());
