@@ -7,6 +7,7 @@
 use crate::api::views::{Enrolled, NodePage, NodeView};
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
+use reqwest::Method;
 use serde_json::{Value, json};
 use std::path::PathBuf;
 
@@ -471,12 +472,7 @@ impl Client {
         })
     }
 
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> anyhow::Result<Value> {
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.url))
@@ -511,7 +507,7 @@ impl Client {
     /// API's own views (`crate::api::views`).
     async fn send<T: serde::de::DeserializeOwned>(
         &self,
-        method: reqwest::Method,
+        method: Method,
         path: &str,
         body: Option<Value>,
     ) -> anyhow::Result<T> {
@@ -523,7 +519,7 @@ impl Client {
 
     /// `GET path`, read into `T`.
     async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
-        self.send(reqwest::Method::GET, path, None).await
+        self.send(Method::GET, path, None).await
     }
 }
 
@@ -662,7 +658,6 @@ pub async fn run_client(command: Command) -> anyhow::Result<String> {
 
 /// `racklift node ...`.
 async fn node_command(c: &Client, as_json: bool, cmd: NodeCmd) -> anyhow::Result<String> {
-    use reqwest::Method;
     let out = match cmd {
         NodeCmd::List(filter) => list_nodes(c, as_json, filter).await?,
         NodeCmd::Show { id } => {
@@ -838,82 +833,76 @@ async fn list_nodes(c: &Client, as_json: bool, f: ListArgs) -> anyhow::Result<St
         all,
         limit,
     } = f;
-    Ok({
-        let mut nodes = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let mut q = format!("/v1/nodes?limit={limit}");
-            if let Some(s) = &state {
-                q.push_str(&format!("&state={}", enc(s)));
-            }
-            if let Some(p) = &profile {
-                q.push_str(&format!("&profile={}", enc(p)));
-            }
-            if let Some(m) = maintenance {
-                q.push_str(&format!("&maintenance={m}"));
-            }
-            if let Some(a) = &after {
-                q.push_str(&format!("&after={}", enc(a)));
-            }
-            let page: NodePage = c.get(&q).await?;
-            nodes.extend(page.nodes);
-            after = page.next;
-            if !all || after.is_none() {
-                break;
-            }
+    let mut nodes = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut q = format!("/v1/nodes?limit={limit}");
+        if let Some(s) = &state {
+            q.push_str(&format!("&state={}", enc(s)));
         }
-        if as_json {
-            serde_json::to_string_pretty(&nodes)?
-        } else {
-            node_rows(&nodes)
+        if let Some(p) = &profile {
+            q.push_str(&format!("&profile={}", enc(p)));
         }
+        if let Some(m) = maintenance {
+            q.push_str(&format!("&maintenance={m}"));
+        }
+        if let Some(a) = &after {
+            q.push_str(&format!("&after={}", enc(a)));
+        }
+        let page: NodePage = c.get(&q).await?;
+        nodes.extend(page.nodes);
+        after = page.next;
+        if !all || after.is_none() {
+            break;
+        }
+    }
+    Ok(if as_json {
+        serde_json::to_string_pretty(&nodes)?
+    } else {
+        node_rows(&nodes)
     })
 }
 
 /// `racklift node bios ...`: the BIOS attributes in force and pending.
 async fn bios_command(c: &Client, as_json: bool, cmd: BiosCmd) -> anyhow::Result<String> {
-    use reqwest::Method;
-    Ok({
-        let (id, v) = match cmd {
-            BiosCmd::Show { id } => {
-                let v = c
-                    .call(Method::GET, &format!("/v1/nodes/{}/bios", enc(&id)), None)
-                    .await?;
-                (id, v)
-            }
-            BiosCmd::Set { id, attributes: a } => {
-                let body = json!({ "attributes": attributes(&a)? });
-                let v = c
-                    .call(
-                        Method::PATCH,
-                        &format!("/v1/nodes/{}/bios", enc(&id)),
-                        Some(body),
-                    )
-                    .await?;
-                (id, v)
-            }
-        };
-        if as_json {
-            serde_json::to_string_pretty(&v)?
-        } else {
-            let empty = serde_json::Map::new();
-            let current = v["current"].as_object().unwrap_or(&empty);
-            let pending = v["pending"].as_object().unwrap_or(&empty);
-            let rows: Vec<Vec<String>> = current
-                .iter()
-                .map(|(k, cur)| vec![k.clone(), s(cur), pending.get(k).map(s).unwrap_or_default()])
-                .collect();
-            format!(
-                "{id}\n{}",
-                table(&["attribute", "current", "pending (next boot)"], &rows)
-            )
+    let (id, v) = match cmd {
+        BiosCmd::Show { id } => {
+            let v = c
+                .call(Method::GET, &format!("/v1/nodes/{}/bios", enc(&id)), None)
+                .await?;
+            (id, v)
         }
+        BiosCmd::Set { id, attributes: a } => {
+            let body = json!({ "attributes": attributes(&a)? });
+            let v = c
+                .call(
+                    Method::PATCH,
+                    &format!("/v1/nodes/{}/bios", enc(&id)),
+                    Some(body),
+                )
+                .await?;
+            (id, v)
+        }
+    };
+    Ok(if as_json {
+        serde_json::to_string_pretty(&v)?
+    } else {
+        let empty = serde_json::Map::new();
+        let current = v["current"].as_object().unwrap_or(&empty);
+        let pending = v["pending"].as_object().unwrap_or(&empty);
+        let rows: Vec<Vec<String>> = current
+            .iter()
+            .map(|(k, cur)| vec![k.clone(), s(cur), pending.get(k).map(s).unwrap_or_default()])
+            .collect();
+        format!(
+            "{id}\n{}",
+            table(&["attribute", "current", "pending (next boot)"], &rows)
+        )
     })
 }
 
 /// `racklift node raid ...`: volumes shown, created and deleted.
 async fn raid_command(c: &Client, as_json: bool, cmd: RaidCmd) -> anyhow::Result<String> {
-    use reqwest::Method;
     Ok(match cmd {
         RaidCmd::Show { id } => {
             let v = c
@@ -973,42 +962,38 @@ async fn power_command(
     action: &str,
     wait: Wait,
 ) -> anyhow::Result<String> {
-    use reqwest::Method;
-    Ok({
-        let action = one_of("power action", action, &POWER_ACTIONS, id, "node power")?;
-        let path = format!("/v1/nodes/{}/power", enc(id));
-        let mut v = if action == "status" {
-            c.call(Method::GET, &path, None).await?
-        } else {
-            let a = action.replace('-', "_");
-            c.call(Method::POST, &path, Some(json!({ "action": a })))
-                .await?
-        };
-        if wait.wait && action != "status" {
-            let want = if action.ends_with("off") { "off" } else { "on" };
-            let until = std::time::Instant::now() + wait.timeout();
-            while v["power_state"] != want {
-                if std::time::Instant::now() > until {
-                    bail!(
-                        "{id}: power is still {} after {} s (wanted {want})",
-                        s(&v["power_state"]),
-                        wait.timeout().as_secs()
-                    );
-                }
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                v = c.call(Method::GET, &path, None).await?;
+    let action = one_of("power action", action, &POWER_ACTIONS, id, "node power")?;
+    let path = format!("/v1/nodes/{}/power", enc(id));
+    let mut v = if action == "status" {
+        c.call(Method::GET, &path, None).await?
+    } else {
+        let a = action.replace('-', "_");
+        c.call(Method::POST, &path, Some(json!({ "action": a })))
+            .await?
+    };
+    if wait.wait && action != "status" {
+        let want = if action.ends_with("off") { "off" } else { "on" };
+        let until = std::time::Instant::now() + wait.timeout();
+        while v["power_state"] != want {
+            if std::time::Instant::now() > until {
+                bail!(
+                    "{id}: power is still {} after {} s (wanted {want})",
+                    s(&v["power_state"]),
+                    wait.timeout().as_secs()
+                );
             }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            v = c.call(Method::GET, &path, None).await?;
         }
-        if as_json {
-            v.to_string()
-        } else {
-            format!("{id}: power {}", s(&v["power_state"]))
-        }
+    }
+    Ok(if as_json {
+        v.to_string()
+    } else {
+        format!("{id}: power {}", s(&v["power_state"]))
     })
 }
 /// `racklift profile ...`.
 async fn profile_command(c: &Client, as_json: bool, cmd: ProfileCmd) -> anyhow::Result<String> {
-    use reqwest::Method;
     let out = match cmd {
         ProfileCmd::List => {
             let p = c.call(Method::GET, "/v1/profiles", None).await?;
@@ -1108,7 +1093,6 @@ async fn profile_command(c: &Client, as_json: bool, cmd: ProfileCmd) -> anyhow::
 
 /// `racklift lease list`.
 async fn lease_list(c: &Client, as_json: bool) -> anyhow::Result<String> {
-    use reqwest::Method;
     let l = c.call(Method::GET, "/v1/dhcp/leases", None).await?;
     let l = l.as_array().cloned().unwrap_or_default();
     if as_json {
@@ -1136,7 +1120,6 @@ async fn lease_list(c: &Client, as_json: bool) -> anyhow::Result<String> {
 
 /// `racklift token ...`.
 async fn token_command(c: &Client, as_json: bool, cmd: TokenCmd) -> anyhow::Result<String> {
-    use reqwest::Method;
     let out = match cmd {
         TokenCmd::Create { name, role } => {
             let t = c
