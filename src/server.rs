@@ -123,6 +123,13 @@ pub async fn start_with(cfg: Config, sockets: Listeners) -> anyhow::Result<Runni
     )
     .map_err(|e| anyhow::anyhow!(e))?;
     warn_of_boot_links(&cfg);
+    if let Some(m) = crate::netboot::script::ramdisk_missing(&cfg.boot, &cfg.http.public_url) {
+        tracing::warn!(
+            "{}: machines that should boot it are told so on their console and ask again every {} s",
+            m.detail,
+            crate::netboot::script::RETRY_SECS
+        );
+    }
     let secrets = SecretBox::load_or_create(&cfg.secrets.key_file)?;
     let store = Store::open(
         &cfg.database.url,

@@ -1,7 +1,8 @@
 //! Boot files as firmware and ramdisks fetch them from a configured server:
 //! over HTTP under `/assets/` (Range, HEAD, no token needed, nothing outside
 //! the directory) and over TFTP from the configured root, both started by
-//! `server::start` from the configuration.
+//! `server::start` from the configuration; and a server with no ramdisk says
+//! so at start, in `/healthz` and on the machine's console.
 
 mod common;
 
@@ -379,4 +380,105 @@ async fn links_out_of_a_boot_directory_serve_nothing() {
         assert_eq!(out.stdout, b"iPXE BIOS image");
     }
     s.finish().await;
+}
+
+/// `racklift serve` started where no ramdisk was built (its default
+/// `boot.ramdisk_dir` is relative): it says so in its log, in `/healthz` and to
+/// a machine that would boot the ramdisk, and serves the ramdisk once built.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_without_its_ramdisk_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = dir.path().join("server.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_racklift"))
+        .arg("serve")
+        .current_dir(dir.path())
+        .env("RACKLIFT__HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        .env(
+            "RACKLIFT__HTTP__PUBLIC_URL",
+            format!("http://127.0.0.1:{port}"),
+        )
+        .env("RACKLIFT__DISCOVERY__ENABLED", "true")
+        .env("RACKLIFT__LOG__LEVEL", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("racklift starts");
+    let url = format!("http://127.0.0.1:{port}");
+    let started = std::time::Instant::now();
+    let health = loop {
+        if let Ok(r) = reqwest::get(format!("{url}/healthz")).await
+            && r.status() == 200
+        {
+            break r.json::<serde_json::Value>().await.unwrap();
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!(
+                "racklift did not start: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let ramdisk = dir.path().join("boot-assets/ramdisk");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    let boot = health["boot"].as_str().unwrap_or_default().to_string();
+    for text in [&logged, &boot] {
+        assert!(
+            text.contains("vmlinuz is missing (boot.kernel_url)")
+                && text.contains("initrd.img is missing (boot.initrd_url)")
+                && text.contains(&*ramdisk.to_string_lossy())
+                && text.contains("build-ramdisk.sh"),
+            "{text}"
+        );
+    }
+    assert_eq!(health["status"], "ok", "{health}");
+    let script = |mac: &'static str| {
+        let url = url.clone();
+        async move {
+            reqwest::get(format!("{url}/boot.ipxe?mac={mac}"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    let s = script("52:54:00:aa:00:01").await;
+    assert!(
+        s.contains("echo racklift: 52:54:00:aa:00:01 is not enrolled")
+            && s.contains("no ramdisk to give (vmlinuz is missing, initrd.img is missing)")
+            && !s.contains(&*dir.path().to_string_lossy())
+            && s.contains("sleep 30")
+            && !s.contains("kernel http"),
+        "{s}"
+    );
+    // Built while running: served at once, no restart.
+    std::fs::create_dir_all(&ramdisk).unwrap();
+    std::fs::write(ramdisk.join("vmlinuz"), b"kernel").unwrap();
+    std::fs::write(ramdisk.join("initrd.img"), b"initrd").unwrap();
+    let health: serde_json::Value = reqwest::get(format!("{url}/healthz"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["boot"], "ok", "{health}");
+    let s = script("52:54:00:aa:00:02").await;
+    assert!(
+        s.contains(&format!("kernel {url}/assets/ramdisk/vmlinuz")),
+        "{s}"
+    );
+    let got = reqwest::get(format!("{url}/assets/ramdisk/vmlinuz"))
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(&got.bytes().await.unwrap()[..], b"kernel");
+    let _ = child.kill();
+    let _ = child.wait();
 }

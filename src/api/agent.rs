@@ -42,11 +42,13 @@ pub(super) async fn boot_script(
         .map_err(|e: String| ApiError::bad_request("invalid_query", format!("mac: {e}")))?;
     let view = app.boot_view(mac, client.map(|c| c.0.0.ip())).await?;
     let b = &app.cfg.boot;
+    let missing = crate::netboot::script::ramdisk_missing(b, &app.cfg.http.public_url);
     let params = RamdiskParams {
         api_url: &app.cfg.http.public_url,
         kernel_url: &b.kernel_url,
         initrd_url: &b.initrd_url,
         kernel_args: &b.kernel_args,
+        missing: missing.as_ref().map(|m| m.console.as_str()),
     };
     Ok((
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],

@@ -248,7 +248,7 @@ async fn confine(dir: std::path::PathBuf, req: Request, next: Next) -> Response 
 }
 
 #[utoipa::path(get, path = "/healthz", responses(
-    (status = 200, description = "The database answers reads and commits a write: `{\"status\": \"ok\", \"database\": \"ok\", \"storage\": \"ok\"}`"),
+    (status = 200, description = "The database answers reads and commits a write: `{\"status\": \"ok\", \"database\": \"ok\", \"storage\": \"ok\", \"boot\": \"ok\"}`; `boot` says what is missing when the ramdisk racklift serves cannot be booted (which does not change the status)"),
     (status = 503, description = "`{\"status\": \"degraded\", \"database\": ..., \"storage\": ...}`: each says `ok` or what is wrong (reads, or a committed write)"),
 ))]
 async fn healthz(State(app): State<AppState>) -> Response {
@@ -257,10 +257,14 @@ async fn healthz(State(app): State<AppState>) -> Response {
         Ok(()) => "ok".to_string(),
         Err(e) => e.clone(),
     };
+    // The ramdisk is reported, not counted in the status: the API and every
+    // machine that boots its disk still work, and a restart would not help.
+    let boot = crate::netboot::script::ramdisk_missing(&app.cfg.boot, &app.cfg.http.public_url);
     let body = serde_json::json!({
         "status": if h.ok() { "ok" } else { "degraded" },
         "database": word(&h.database),
         "storage": word(&h.storage),
+        "boot": boot.map_or_else(|| "ok".to_string(), |m| m.detail),
     });
     let status = if h.ok() {
         StatusCode::OK

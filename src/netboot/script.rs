@@ -11,6 +11,11 @@
 //!   agent has used already) → a message on the console and a retry loop (the
 //!   machine never falls through to a random disk).
 //!
+//! When the ramdisk racklift serves itself is not there (`boot.ramdisk_dir`
+//! missing or empty: [`ramdisk_missing`]), a machine that would boot it is
+//! told so on its console instead, and asks again: iPXE would otherwise fail
+//! on a 404 with nothing said on either side.
+//!
 //! The script is the answer to anybody on the boot network, so it says
 //! nothing of a node beyond what booting needs: the node's name and state
 //! appear only in the ramdisk script of a node with a step under way; why
@@ -26,6 +31,78 @@ pub struct RamdiskParams<'a> {
     pub kernel_url: &'a str,
     pub initrd_url: &'a str,
     pub kernel_args: &'a str,
+    /// Why the ramdisk cannot be booted now, for the console
+    /// ([`RamdiskMissing::console`]), if it cannot.
+    pub missing: Option<&'a str>,
+}
+
+/// The command that builds the ramdisk, as the messages name it.
+pub const BUILD_COMMAND: &str = "bash boot-assets/build-ramdisk.sh --out <boot.ramdisk_dir>";
+
+/// Why the ramdisk racklift serves from `boot.ramdisk_dir` cannot be booted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RamdiskMissing {
+    /// For the log and `/healthz`: the directory, each file and the build command.
+    pub detail: String,
+    /// For a machine's console: the files, not where the server keeps them.
+    pub console: String,
+}
+
+/// What is wrong with the ramdisk racklift serves from `boot.ramdisk_dir`,
+/// or `None` when both files are there (non-empty regular files). A kernel or
+/// initrd URL outside racklift's own `/assets/ramdisk/` is another server's
+/// business and is not checked.
+pub fn ramdisk_missing(
+    boot: &crate::config::BootConfig,
+    public_url: &str,
+) -> Option<RamdiskMissing> {
+    let mount = format!("{}/assets/ramdisk/", public_url.trim_end_matches('/'));
+    let dir = &boot.ramdisk_dir;
+    let mut missing = Vec::new();
+    for (key, url) in [
+        ("kernel_url", &boot.kernel_url),
+        ("initrd_url", &boot.initrd_url),
+    ] {
+        let Some(name) = url.strip_prefix(&mount) else {
+            continue;
+        };
+        let what = match std::fs::metadata(dir.join(name)) {
+            Ok(m) if m.is_file() && m.len() > 0 => continue,
+            Ok(m) if m.is_file() => "empty",
+            Ok(_) => "not a file",
+            Err(_) => "missing",
+        };
+        missing.push((name, what, key));
+    }
+    if missing.is_empty() {
+        return None;
+    }
+    let shown = std::fs::canonicalize(dir).unwrap_or_else(|_| {
+        std::env::current_dir()
+            .map(|d| d.join(dir))
+            .unwrap_or_else(|_| dir.clone())
+    });
+    let list = |with_key: bool| {
+        missing
+            .iter()
+            .map(|(name, what, key)| match with_key {
+                true => format!("{name} is {what} (boot.{key})"),
+                false => format!("{name} is {what}"),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Some(RamdiskMissing {
+        detail: format!(
+            "the ramdisk cannot be served: in boot.ramdisk_dir {}, {}; build it with `{BUILD_COMMAND}`",
+            shown.display(),
+            list(true)
+        ),
+        console: format!(
+            "the server has no ramdisk to give ({}): its operator builds it with build-ramdisk.sh",
+            list(false)
+        ),
+    })
 }
 
 /// Seconds a waiting machine sleeps before asking again.
@@ -39,6 +116,9 @@ fn retry(msg: &str, mac: MacAddr, api_url: &str) -> String {
 
 /// The script that boots the ramdisk with `token` for this boot.
 fn ramdisk(who: &str, token: &str, mac: MacAddr, p: &RamdiskParams<'_>) -> String {
+    if let Some(why) = p.missing {
+        return retry(&format!("{who}, but {why}"), mac, p.api_url);
+    }
     let bootif = format!("01-{}", mac.to_string().replace(':', "-"));
     format!(
         "#!ipxe\necho racklift: {who}\n\
@@ -94,6 +174,7 @@ mod tests {
         kernel_url: "http://10.0.0.1:8080/assets/ramdisk/vmlinuz",
         initrd_url: "http://10.0.0.1:8080/assets/ramdisk/initrd.img",
         kernel_args: "console=ttyS0",
+        missing: None,
     };
 
     fn mac() -> MacAddr {
@@ -149,5 +230,63 @@ mod tests {
                 && d.contains("racklift.token=rld_x"),
             "{d}"
         );
+    }
+
+    #[test]
+    fn a_missing_ramdisk_is_said_on_the_console_and_nothing_is_loaded() {
+        let p = RamdiskParams {
+            missing: Some("the ramdisk cannot be served: vmlinuz is missing"),
+            ..P
+        };
+        let s = script(&ramdisk_view("rla_x"), mac(), &p);
+        assert!(
+            s.contains("echo racklift: node n1 (inspecting) boots the racklift ramdisk, but the ramdisk cannot be served: vmlinuz is missing")
+                && s.contains("sleep 30")
+                && !s.contains("kernel http")
+                && !s.contains("rla_x"),
+            "{s}"
+        );
+        // A machine that boots its disk does not need the ramdisk.
+        assert!(script(&BootView::LocalDisk, mac(), &p).contains("sanboot"));
+    }
+
+    #[test]
+    fn ramdisk_files_are_checked_where_racklift_serves_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut boot = crate::config::Config::defaults().boot;
+        boot.ramdisk_dir = dir.path().join("ramdisk");
+        boot.kernel_url = "http://10.0.0.1:8080/assets/ramdisk/vmlinuz".into();
+        boot.initrd_url = "http://10.0.0.1:8080/assets/ramdisk/initrd.img".into();
+        let url = "http://10.0.0.1:8080";
+        let missing = ramdisk_missing(&boot, url).expect("no directory");
+        assert!(
+            missing
+                .console
+                .contains("vmlinuz is missing, initrd.img is missing")
+                && !missing.console.contains(&*dir.path().to_string_lossy()),
+            "{missing:?}"
+        );
+        let why = missing.detail;
+        assert!(
+            why.contains("vmlinuz is missing (boot.kernel_url)")
+                && why.contains("initrd.img is missing (boot.initrd_url)")
+                && why.contains("build-ramdisk.sh")
+                && why.contains(&*boot.ramdisk_dir.to_string_lossy()),
+            "{why}"
+        );
+        std::fs::create_dir(&boot.ramdisk_dir).unwrap();
+        std::fs::write(boot.ramdisk_dir.join("vmlinuz"), b"k").unwrap();
+        std::fs::write(boot.ramdisk_dir.join("initrd.img"), b"").unwrap();
+        let why = ramdisk_missing(&boot, url).expect("empty initrd").detail;
+        assert!(
+            why.contains("initrd.img is empty") && !why.contains("vmlinuz"),
+            "{why}"
+        );
+        std::fs::write(boot.ramdisk_dir.join("initrd.img"), b"i").unwrap();
+        assert_eq!(ramdisk_missing(&boot, url), None);
+        // Served from elsewhere: not racklift's to check.
+        std::fs::remove_file(boot.ramdisk_dir.join("vmlinuz")).unwrap();
+        boot.kernel_url = "http://mirror.example/vmlinuz".into();
+        assert_eq!(ramdisk_missing(&boot, url), None);
     }
 }
