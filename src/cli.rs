@@ -4,7 +4,12 @@
 //! `RACKLIFT_TOKEN` (clap reads them; the binary's `main` hands clap the
 //! environment), falling back to `./racklift-data/admin.token`.
 
-use crate::api::views::{Enrolled, NodePage, NodeView};
+use crate::api::views::{
+    ApiToken, CreatedToken, Enrolled, EventRow, Lease, NodePage, NodeView, PowerView,
+    ProfileSummary, RaidView, Reloaded, TestResult,
+};
+use crate::bmc::{BiosSettings, RaidVolume};
+use crate::protocol::Fact;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use reqwest::Method;
@@ -327,24 +332,21 @@ fn parse_size(s: &str) -> anyhow::Result<u64> {
         .with_context(|| format!("'{s}' is too large"))
 }
 
-fn volume_rows(volumes: &[Value]) -> String {
-    let rows: Vec<Vec<String>> = volumes
-        .iter()
-        .map(|v| {
+fn volume_rows(volumes: &[RaidVolume]) -> String {
+    table_of(
+        &["id", "name", "level", "bytes", "disks", "storage"],
+        volumes,
+        |v| {
             vec![
-                s(&v["id"]),
-                s(&v["name"]),
-                s(&v["level"]),
-                s(&v["capacity_bytes"]),
-                v["drives"]
-                    .as_array()
-                    .map(|d| d.iter().map(s).collect::<Vec<_>>().join(","))
-                    .unwrap_or_default(),
-                s(&v["storage"]),
+                v.id.clone(),
+                opt(v.name.as_ref()),
+                opt(v.level.as_ref()),
+                opt(v.capacity_bytes),
+                v.drives.join(","),
+                v.storage.clone(),
             ]
-        })
-        .collect();
-    table(&["id", "name", "level", "bytes", "disks", "storage"], &rows)
+        },
+    )
 }
 
 #[derive(Debug, Args, Default)]
@@ -523,6 +525,22 @@ impl Client {
     }
 }
 
+/// An answer read into `T`, beside the JSON it came as: tables read the
+/// typed value, `--json` prints the server's JSON as received (fields this
+/// CLI does not know included).
+struct Answer<T> {
+    typed: T,
+    json: Value,
+}
+
+impl<'de, T: serde::de::DeserializeOwned> serde::Deserialize<'de> for Answer<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let json = Value::deserialize(d)?;
+        let typed = T::deserialize(&json).map_err(serde::de::Error::custom)?;
+        Ok(Answer { typed, json })
+    }
+}
+
 /// Prints rows as an aligned table.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut w: Vec<usize> = headers.iter().map(|h| h.len()).collect();
@@ -549,7 +567,15 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-fn s(v: &Value) -> String {
+/// A table of `items`, a row each.
+fn table_of<T>(headers: &[&str], items: &[T], row: impl Fn(&T) -> Vec<String>) -> String {
+    let rows: Vec<Vec<String>> = items.iter().map(row).collect();
+    table(headers, &rows)
+}
+
+/// A BIOS attribute's value as shown in tables: a text as it is, `-` for
+/// null, anything else as its JSON.
+fn attribute_text(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
         Value::String(s) => s.clone(),
@@ -572,9 +598,12 @@ fn yes_no(b: bool) -> String {
 }
 
 fn node_rows(nodes: &[NodeView]) -> String {
-    let rows: Vec<Vec<String>> = nodes
-        .iter()
-        .map(|n| {
+    table_of(
+        &[
+            "name", "state", "boot mac", "bmc", "power", "maint", "profile", "id",
+        ],
+        nodes,
+        |n| {
             vec![
                 n.name.clone(),
                 n.state.to_string(),
@@ -585,13 +614,7 @@ fn node_rows(nodes: &[NodeView]) -> String {
                 opt(n.profile.as_ref()),
                 n.id.to_string(),
             ]
-        })
-        .collect();
-    table(
-        &[
-            "name", "state", "boot mac", "bmc", "power", "maint", "profile", "id",
-        ],
-        &rows,
+        },
     )
 }
 
@@ -772,56 +795,55 @@ async fn node_command(c: &Client, as_json: bool, cmd: NodeCmd) -> anyhow::Result
             serde_json::to_string_pretty(&inv)?
         }
         NodeCmd::Facts { id } => {
-            let facts = c
-                .call(Method::GET, &format!("/v1/nodes/{}/facts", enc(&id)), None)
-                .await?;
+            let facts: Answer<Vec<Fact>> = c.get(&format!("/v1/nodes/{}/facts", enc(&id))).await?;
             if as_json {
-                serde_json::to_string_pretty(&facts)?
+                serde_json::to_string_pretty(&facts.json)?
             } else {
                 let rows: Vec<Vec<String>> = facts
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|f| (0..4).map(|i| s(&f[i])).collect())
+                    .typed
+                    .into_iter()
+                    .map(|f| vec![f.class, f.kind, f.key, f.value])
                     .collect();
                 table(&["CLASS", "TYPE", "KEY", "VALUE"], &rows)
             }
         }
         NodeCmd::Events { id, after, limit } => {
-            let ev = c
-                .call(
-                    Method::GET,
-                    &format!("/v1/nodes/{}/events?after={after}&limit={limit}", enc(&id)),
-                    None,
-                )
+            let ev: Answer<Vec<EventRow>> = c
+                .get(&format!(
+                    "/v1/nodes/{}/events?after={after}&limit={limit}",
+                    enc(&id)
+                ))
                 .await?;
-            let ev = ev.as_array().cloned().unwrap_or_default();
             if as_json {
-                serde_json::to_string_pretty(&ev)?
+                serde_json::to_string_pretty(&ev.json)?
             } else {
-                let rows: Vec<Vec<String>> = ev
-                    .iter()
-                    .map(|e| {
-                        vec![
-                            s(&e["id"]),
-                            s(&e["at"]),
-                            s(&e["kind"]),
-                            s(&e["action"]),
-                            format!("{} -> {}", s(&e["from_state"]), s(&e["to_state"])),
-                            s(&e["actor"]),
-                            s(&e["reason"]),
-                        ]
-                    })
-                    .collect();
-                table(
-                    &["id", "at", "kind", "action", "state", "actor", "reason"],
-                    &rows,
-                )
+                event_rows(&ev.typed)
             }
         }
     };
     Ok(out)
+}
+
+fn event_rows(events: &[EventRow]) -> String {
+    table_of(
+        &["id", "at", "kind", "action", "state", "actor", "reason"],
+        events,
+        |e| {
+            vec![
+                e.id.to_string(),
+                e.at.clone(),
+                e.kind.clone(),
+                opt(e.action.as_ref()),
+                format!(
+                    "{} -> {}",
+                    opt(e.from_state.as_ref()),
+                    opt(e.to_state.as_ref())
+                ),
+                e.actor.clone(),
+                opt(e.reason.as_ref()),
+            ]
+        },
+    )
 }
 
 /// `racklift node list`: every page with `--all`.
@@ -865,54 +887,54 @@ async fn list_nodes(c: &Client, as_json: bool, f: ListArgs) -> anyhow::Result<St
 
 /// `racklift node bios ...`: the BIOS attributes in force and pending.
 async fn bios_command(c: &Client, as_json: bool, cmd: BiosCmd) -> anyhow::Result<String> {
-    let (id, v) = match cmd {
+    let (id, b): (String, Answer<BiosSettings>) = match cmd {
         BiosCmd::Show { id } => {
-            let v = c
-                .call(Method::GET, &format!("/v1/nodes/{}/bios", enc(&id)), None)
-                .await?;
-            (id, v)
+            let b = c.get(&format!("/v1/nodes/{}/bios", enc(&id))).await?;
+            (id, b)
         }
         BiosCmd::Set { id, attributes: a } => {
             let body = json!({ "attributes": attributes(&a)? });
-            let v = c
-                .call(
+            let b = c
+                .send(
                     Method::PATCH,
                     &format!("/v1/nodes/{}/bios", enc(&id)),
                     Some(body),
                 )
                 .await?;
-            (id, v)
+            (id, b)
         }
     };
     Ok(if as_json {
-        serde_json::to_string_pretty(&v)?
+        serde_json::to_string_pretty(&b.json)?
     } else {
-        let empty = serde_json::Map::new();
-        let current = v["current"].as_object().unwrap_or(&empty);
-        let pending = v["pending"].as_object().unwrap_or(&empty);
-        let rows: Vec<Vec<String>> = current
-            .iter()
-            .map(|(k, cur)| vec![k.clone(), s(cur), pending.get(k).map(s).unwrap_or_default()])
-            .collect();
-        format!(
-            "{id}\n{}",
-            table(&["attribute", "current", "pending (next boot)"], &rows)
-        )
+        format!("{id}\n{}", bios_rows(&b.typed))
     })
+}
+
+fn bios_rows(b: &BiosSettings) -> String {
+    let rows: Vec<Vec<String>> = b
+        .current
+        .iter()
+        .map(|(k, cur)| {
+            vec![
+                k.clone(),
+                attribute_text(cur),
+                b.pending.get(k).map(attribute_text).unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(&["attribute", "current", "pending (next boot)"], &rows)
 }
 
 /// `racklift node raid ...`: volumes shown, created and deleted.
 async fn raid_command(c: &Client, as_json: bool, cmd: RaidCmd) -> anyhow::Result<String> {
     Ok(match cmd {
         RaidCmd::Show { id } => {
-            let v = c
-                .call(Method::GET, &format!("/v1/nodes/{}/raid", enc(&id)), None)
-                .await?;
-            let vols = v["volumes"].as_array().cloned().unwrap_or_default();
+            let r: Answer<RaidView> = c.get(&format!("/v1/nodes/{}/raid", enc(&id))).await?;
             if as_json {
-                serde_json::to_string_pretty(&vols)?
+                serde_json::to_string_pretty(&r.json["volumes"])?
             } else {
-                volume_rows(&vols)
+                volume_rows(&r.typed.volumes)
             }
         }
         RaidCmd::Create {
@@ -929,17 +951,17 @@ async fn raid_command(c: &Client, as_json: bool, cmd: RaidCmd) -> anyhow::Result
             if let Some(n) = name {
                 body["name"] = json!(n);
             }
-            let v = c
-                .call(
+            let v: Answer<RaidVolume> = c
+                .send(
                     Method::POST,
                     &format!("/v1/nodes/{}/raid", enc(&id)),
                     Some(body),
                 )
                 .await?;
             if as_json {
-                serde_json::to_string_pretty(&v)?
+                serde_json::to_string_pretty(&v.json)?
             } else {
-                volume_rows(&[v])
+                volume_rows(std::slice::from_ref(&v.typed))
             }
         }
         RaidCmd::Delete { id, volume } => {
@@ -964,69 +986,43 @@ async fn power_command(
 ) -> anyhow::Result<String> {
     let action = one_of("power action", action, &POWER_ACTIONS, id, "node power")?;
     let path = format!("/v1/nodes/{}/power", enc(id));
-    let mut v = if action == "status" {
-        c.call(Method::GET, &path, None).await?
+    let mut p: Answer<PowerView> = if action == "status" {
+        c.get(&path).await?
     } else {
         let a = action.replace('-', "_");
-        c.call(Method::POST, &path, Some(json!({ "action": a })))
+        c.send(Method::POST, &path, Some(json!({ "action": a })))
             .await?
     };
     if wait.wait && action != "status" {
         let want = if action.ends_with("off") { "off" } else { "on" };
         let until = std::time::Instant::now() + wait.timeout();
-        while v["power_state"] != want {
+        while p.typed.power_state != want {
             if std::time::Instant::now() > until {
                 bail!(
                     "{id}: power is still {} after {} s (wanted {want})",
-                    s(&v["power_state"]),
+                    p.typed.power_state,
                     wait.timeout().as_secs()
                 );
             }
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            v = c.call(Method::GET, &path, None).await?;
+            p = c.get(&path).await?;
         }
     }
     Ok(if as_json {
-        v.to_string()
+        p.json.to_string()
     } else {
-        format!("{id}: power {}", s(&v["power_state"]))
+        format!("{id}: power {}", p.typed.power_state)
     })
 }
 /// `racklift profile ...`.
 async fn profile_command(c: &Client, as_json: bool, cmd: ProfileCmd) -> anyhow::Result<String> {
     let out = match cmd {
         ProfileCmd::List => {
-            let p = c.call(Method::GET, "/v1/profiles", None).await?;
-            let p = p.as_array().cloned().unwrap_or_default();
+            let p: Answer<Vec<ProfileSummary>> = c.get("/v1/profiles").await?;
             if as_json {
-                serde_json::to_string_pretty(&p)?
+                serde_json::to_string_pretty(&p.json)?
             } else {
-                let rows: Vec<Vec<String>> = p
-                    .iter()
-                    .map(|x| {
-                        vec![
-                            s(&x["order"]),
-                            s(&x["name"]),
-                            s(&x["quota"]),
-                            s(&x["specs"]),
-                            s(&x["hostnames"]),
-                            s(&x["role"]),
-                            s(&x["file"]),
-                        ]
-                    })
-                    .collect();
-                table(
-                    &[
-                        "order",
-                        "name",
-                        "quota",
-                        "specs",
-                        "hostnames",
-                        "role",
-                        "file",
-                    ],
-                    &rows,
-                )
+                profile_rows(&p.typed)
             }
         }
         ProfileCmd::Show { name } => {
@@ -1047,117 +1043,116 @@ async fn profile_command(c: &Client, as_json: bool, cmd: ProfileCmd) -> anyhow::
                 (None, Some(n)) => json!({ "node": n }),
                 _ => bail!("give --facts FILE or --node ID"),
             };
-            let r = c
-                .call(Method::POST, "/v1/profiles/test", Some(body))
+            let r: Answer<TestResult> = c
+                .send(Method::POST, "/v1/profiles/test", Some(body))
                 .await?;
             if as_json {
-                serde_json::to_string_pretty(&r)?
+                serde_json::to_string_pretty(&r.json)?
             } else {
-                let rows: Vec<Vec<String>> = r["verdicts"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|v| {
-                        vec![
-                            s(&v["profile"]),
-                            if v["matched"] == true {
-                                "yes".into()
-                            } else {
-                                "no".into()
-                            },
-                            s(&v["reason"]),
-                        ]
-                    })
-                    .collect();
-                format!(
-                    "selected: {}\n{}",
-                    s(&r["selected"]),
-                    table(&["profile", "match", "why not"], &rows)
-                )
+                verdict_rows(&r.typed)
             }
         }
         ProfileCmd::Reload => {
-            let r = c
-                .call(Method::POST, "/v1/profiles/reload", Some(json!({})))
+            let r: Answer<Reloaded> = c
+                .send(Method::POST, "/v1/profiles/reload", Some(json!({})))
                 .await?;
             if as_json {
-                r.to_string()
+                r.json.to_string()
             } else {
-                format!("loaded: {}", s(&r["loaded"]))
+                format!("loaded: {}", list(&r.typed.loaded))
             }
         }
     };
     Ok(out)
 }
 
+fn profile_rows(profiles: &[ProfileSummary]) -> String {
+    table_of(
+        &[
+            "order",
+            "name",
+            "quota",
+            "specs",
+            "hostnames",
+            "role",
+            "file",
+        ],
+        profiles,
+        |p| {
+            vec![
+                p.order.to_string(),
+                p.name.clone(),
+                p.quota.to_string(),
+                p.specs.to_string(),
+                p.hostnames.to_string(),
+                opt(p.role.as_ref()),
+                p.file.clone(),
+            ]
+        },
+    )
+}
+
+fn verdict_rows(r: &TestResult) -> String {
+    let verdicts = table_of(&["profile", "match", "why not"], &r.verdicts, |v| {
+        vec![v.profile.clone(), yes_no(v.matched), opt(v.reason.as_ref())]
+    });
+    format!("selected: {}\n{verdicts}", opt(r.selected.as_ref()))
+}
+
 /// `racklift lease list`.
 async fn lease_list(c: &Client, as_json: bool) -> anyhow::Result<String> {
-    let l = c.call(Method::GET, "/v1/dhcp/leases", None).await?;
-    let l = l.as_array().cloned().unwrap_or_default();
+    let l: Answer<Vec<Lease>> = c.get("/v1/dhcp/leases").await?;
     if as_json {
-        return Ok(serde_json::to_string_pretty(&l)?);
+        return Ok(serde_json::to_string_pretty(&l.json)?);
     }
-    let rows: Vec<Vec<String>> = l
-        .iter()
-        .map(|x| {
-            let expires = x["expires_at_ms"].as_i64().unwrap_or(0);
-            vec![
-                s(&x["ip"]),
-                s(&x["mac"]),
-                s(&x["state"]),
-                s(&x["hostname"]),
-                crate::store::rfc3339(expires),
-                s(&x["subnet"]),
-            ]
-        })
-        .collect();
-    Ok(table(
+    Ok(lease_rows(&l.typed))
+}
+
+fn lease_rows(leases: &[Lease]) -> String {
+    table_of(
         &["ip", "mac", "state", "hostname", "expires", "subnet"],
-        &rows,
-    ))
+        leases,
+        |l| {
+            vec![
+                l.ip.to_string(),
+                opt(l.mac),
+                l.state.as_str().into(),
+                opt(l.hostname.as_ref()),
+                crate::store::rfc3339(l.expires_at_ms),
+                l.subnet.clone(),
+            ]
+        },
+    )
 }
 
 /// `racklift token ...`.
 async fn token_command(c: &Client, as_json: bool, cmd: TokenCmd) -> anyhow::Result<String> {
     let out = match cmd {
         TokenCmd::Create { name, role } => {
-            let t = c
-                .call(
+            let t: Answer<CreatedToken> = c
+                .send(
                     Method::POST,
                     "/v1/tokens",
                     Some(json!({"name": name, "role": role})),
                 )
                 .await?;
             if as_json {
-                serde_json::to_string_pretty(&t)?
+                serde_json::to_string_pretty(&t.json)?
             } else {
+                let CreatedToken { token, secret } = &t.typed;
                 format!(
-                    "token {} ({}): {}\nkeep the secret now: it is not shown again",
-                    s(&t["id"]),
-                    s(&t["role"]),
-                    s(&t["secret"])
+                    "token {} ({}): {secret}\nkeep the secret now: it is not shown again",
+                    token.id,
+                    token.role.as_str(),
                 )
             }
         }
         TokenCmd::List => {
-            let t = c.call(Method::GET, "/v1/tokens", None).await?;
-            let t = t.as_array().cloned().unwrap_or_default();
+            let t: Answer<Vec<ApiToken>> = c.get("/v1/tokens").await?;
             if as_json {
-                serde_json::to_string_pretty(&t)?
+                serde_json::to_string_pretty(&t.json)?
             } else {
-                let rows: Vec<Vec<String>> = t
-                    .iter()
-                    .map(|x| {
-                        vec![
-                            s(&x["id"]),
-                            s(&x["name"]),
-                            s(&x["role"]),
-                            s(&x["created_at"]),
-                        ]
-                    })
-                    .collect();
-                table(&["id", "name", "role", "created"], &rows)
+                token_rows(&t.typed)
             }
         }
         TokenCmd::Delete { id } => {
@@ -1169,6 +1164,17 @@ async fn token_command(c: &Client, as_json: bool, cmd: TokenCmd) -> anyhow::Resu
     Ok(out)
 }
 
+fn token_rows(tokens: &[ApiToken]) -> String {
+    table_of(&["id", "name", "role", "created"], tokens, |t| {
+        vec![
+            t.id.clone(),
+            t.name.clone(),
+            t.role.as_str().into(),
+            t.created_at.clone(),
+        ]
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1177,6 +1183,70 @@ mod tests {
     fn tables_align() {
         let t = table(&["a", "bb"], &[vec!["xxx".into(), "y".into()]]);
         assert_eq!(t, "A    BB\nxxx  y");
+    }
+
+    #[test]
+    fn tables_read_typed_answers() {
+        let ev: Vec<EventRow> = serde_json::from_value(json!([{
+            "id": 7, "node_id": "00000000-0000-0000-0000-000000000001", "kind": "state",
+            "from_state": "verifying", "to_state": "manageable", "action": null,
+            "actor": "conductor", "reason": null, "at_ms": 0, "at": "t0", "repeats": 1,
+            "last_at": null
+        }]))
+        .unwrap();
+        assert_eq!(
+            event_rows(&ev),
+            "ID  AT  KIND   ACTION  STATE                    ACTOR      REASON\n\
+             7   t0  state  -       verifying -> manageable  conductor  -"
+        );
+        let leases: Vec<Lease> = serde_json::from_value(json!([{
+            "ip": "10.0.0.5", "subnet": "10.0.0.0/24", "mac": null, "state": "declined",
+            "hostname": null, "expires_at_ms": 0, "updated_at_ms": 0, "server": "s1"
+        }]))
+        .unwrap();
+        assert_eq!(
+            lease_rows(&leases),
+            "IP        MAC  STATE     HOSTNAME  EXPIRES               SUBNET\n\
+             10.0.0.5  -    declined  -         1970-01-01T00:00:00Z  10.0.0.0/24"
+        );
+        let r: TestResult = serde_json::from_value(json!({"selected": null, "verdicts": [
+            {"profile": "web", "matched": false, "reason": "no disk", "captures": {}}]}))
+        .unwrap();
+        assert_eq!(
+            verdict_rows(&r),
+            "selected: -\nPROFILE  MATCH  WHY NOT\nweb      no     no disk"
+        );
+        let p: Vec<ProfileSummary> = serde_json::from_value(json!([{"name": "web", "order": 1,
+            "quota": "unlimited", "specs": 2, "hostnames": 0, "role": null, "file": "w.toml"}]))
+        .unwrap();
+        assert_eq!(
+            profile_rows(&p),
+            "ORDER  NAME  QUOTA      SPECS  HOSTNAMES  ROLE  FILE\n\
+             1      web   unlimited  2      0          -     w.toml"
+        );
+        let b: BiosSettings = serde_json::from_value(
+            json!({"current": {"A": "x", "B": 3, "C": null}, "pending": {"B": 4}}),
+        )
+        .unwrap();
+        assert_eq!(
+            bios_rows(&b),
+            "ATTRIBUTE  CURRENT  PENDING (NEXT BOOT)\nA          x\nB          3        4\nC          -"
+        );
+        let v: RaidVolume = serde_json::from_value(json!({"id": "V1", "name": null,
+            "level": "RAID1", "capacity_bytes": 10, "drives": ["D0", "D1"], "storage": "S"}))
+        .unwrap();
+        assert_eq!(
+            volume_rows(&[v]),
+            "ID  NAME  LEVEL  BYTES  DISKS  STORAGE\nV1  -     RAID1  10     D0,D1  S"
+        );
+    }
+
+    #[test]
+    fn an_answer_keeps_its_json() {
+        let raw = json!({"power_state": "on", "since": 3});
+        let a: Answer<PowerView> = serde_json::from_value(raw.clone()).unwrap();
+        assert_eq!((a.typed.power_state.as_str(), a.json), ("on", raw));
+        assert!(serde_json::from_value::<Answer<PowerView>>(json!({"state": "on"})).is_err());
     }
 
     #[test]

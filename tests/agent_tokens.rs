@@ -7,23 +7,14 @@
 
 mod common;
 
-use common::TestServer;
+use common::{TestServer, act_ok, node_body};
 use racklift::agent::{Root, collect};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 
-fn node_body(name: &str, mac: &str, bmc_address: &str) -> Value {
-    json!({"name": name, "boot_mac": mac, "bmc": {"driver": "fake", "address": bmc_address, "username": "admin", "password": "pw"}})
-}
-
-async fn act_ok(s: &TestServer, node: &str, action: &str) {
-    let (st, v) = s.act(node, action).await;
-    assert_eq!(st, 202, "{action} on {node}: {v}");
-}
-
 /// Enrols a fake-BMC node and takes it to manageable.
 async fn managed(s: &TestServer, name: &str, mac: &str, bmc: &str) {
-    s.create(node_body(name, mac, bmc)).await;
+    s.create(node_body(name, mac, bmc, "pw")).await;
     act_ok(s, name, "manage").await;
     s.wait_state(name, "manageable").await;
 }
@@ -293,7 +284,7 @@ async fn discovery_token(s: &TestServer, mac: &str) -> String {
 
 async fn a_discovered_machine_squats_no_mac(s: &TestServer) {
     let real = "52:54:00:21:00:01";
-    s.create(node_body("real-1", real, "10.21.0.1")).await;
+    s.create(node_body("real-1", real, "10.21.0.1", "pw")).await;
     // An outsider's "machine" claims real-1's MAC and a free one.
     let boot = "52:54:00:21:00:10";
     let free = "52:54:00:21:00:11";
@@ -367,7 +358,8 @@ async fn discovery_answers_name_no_node(s: &TestServer) {
     let mac = "52:54:00:22:00:01";
     let token = discovery_token(s, mac).await;
     // Meanwhile the operator enrols the machine under a name of their own.
-    s.create(node_body("private-name", mac, "10.22.0.1")).await;
+    s.create(node_body("private-name", mac, "10.22.0.1", "pw"))
+        .await;
     let (st, v) = s
         .agent(
             &token,

@@ -3,20 +3,9 @@
 
 mod common;
 
-use common::{TestServer, state_path};
+use common::{TestServer, act_ok, node_body, state_path};
 use serde_json::{Value, json};
 use std::time::Duration;
-
-fn node_body(name: &str, mac: &str, bmc_address: &str, password: &str) -> Value {
-    json!({"name": name, "boot_mac": mac, "bmc": {"driver": "fake", "address": bmc_address, "username": "admin", "password": password}})
-}
-
-/// Acts and expects the action to be accepted.
-async fn act_ok(s: &TestServer, node: &str, action: &str) -> Value {
-    let (st, v) = s.act(node, action).await;
-    assert_eq!(st, 202, "{action} on {node}: {v}");
-    v
-}
 
 /// Enrols a fake-BMC node and takes it to manageable.
 async fn managed(s: &TestServer, name: &str, mac: &str, bmc: &str) {

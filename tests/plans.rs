@@ -7,19 +7,9 @@
 
 mod common;
 
-use common::TestServer;
+use common::{TestServer, act_ok, node_body};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-
-fn node_body(name: &str, mac: &str, bmc: &str) -> Value {
-    json!({"name": name, "boot_mac": mac,
-           "bmc": {"driver": "fake", "address": bmc, "username": "admin", "password": "pw"}})
-}
-
-async fn act_ok(s: &TestServer, node: &str, action: &str) {
-    let (st, v) = s.act(node, action).await;
-    assert_eq!(st, 202, "{action} on {node}: {v}");
-}
 
 /// The stage records of the node's newest step: (stage, cleanup, result).
 async fn records(s: &TestServer, node: &str) -> Vec<(String, Option<String>, String)> {
@@ -315,7 +305,7 @@ async fn a_failure_at_each_stage_is_cleaned_up_and_rerun(s: &TestServer) {
         } else {
             format!("{}.m{i}", case.fault)
         };
-        s.create(node_body(&name, &mac, &bmc)).await;
+        s.create(node_body(&name, &mac, &bmc, "pw")).await;
         let failed = run_into(s, &name, &mac, case).await;
         let n = s.wait_state(&name, failed).await;
         let what = format!("{} at {}", case.phase, case.stage);
@@ -383,8 +373,13 @@ on_both_backends!(a_failure_at_each_stage_is_cleaned_up_and_rerun, |c| {
 /// A phase deadline while the machine runs the ramdisk fails the node after
 /// the cleanup the boot owes: the machine is powered off.
 async fn a_deadline_in_the_ramdisk_powers_the_machine_off(s: &TestServer) {
-    s.create(node_body("late-agent", "52:54:00:70:01:01", "late.m1"))
-        .await;
+    s.create(node_body(
+        "late-agent",
+        "52:54:00:70:01:01",
+        "late.m1",
+        "pw",
+    ))
+    .await;
     act_ok(s, "late-agent", "manage").await;
     s.wait_state("late-agent", "manageable").await;
     act_ok(s, "late-agent", "inspect").await;
@@ -410,7 +405,7 @@ on_both_backends!(a_deadline_in_the_ramdisk_powers_the_machine_off, |c| {
 /// stages before it are not performed again.
 async fn a_restart_mid_stage_resumes_there(s: &mut TestServer) {
     let mac = "52:54:00:70:02:01";
-    s.create(node_body("resumed", mac, "slow-boot-pxe.m1"))
+    s.create(node_body("resumed", mac, "slow-boot-pxe.m1", "pw"))
         .await;
     act_ok(s, "resumed", "manage").await;
     s.wait_state("resumed", "manageable").await;
@@ -487,7 +482,7 @@ async fn a_restart_mid_stage_resumes_there_postgres() {
 /// one RAID volume, the BIOS set, the machine booted into its disk.
 async fn every_stage_twice_changes_nothing(s: &TestServer) {
     let mac = "52:54:00:70:03:01";
-    s.create(node_body("twice", mac, "twice.m1")).await;
+    s.create(node_body("twice", mac, "twice.m1", "pw")).await;
     act_ok(s, "twice", "manage").await;
     s.wait_state("twice", "manageable").await;
     act_ok(s, "twice", "inspect").await;

@@ -15,6 +15,7 @@
 
 use super::error::ErrorBody;
 use super::nodes::actor;
+use super::views::{PowerView, RaidView};
 use super::{ApiError, ApiJson, AppState};
 use crate::bmc::{
     BiosSettings, BmcError, BmcInventory, BootDevice, BootOverride, FirmwareBoot, PowerAction,
@@ -25,7 +26,7 @@ use crate::node::limits::{self, check_count, check_len, check_opt};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
@@ -42,13 +43,6 @@ impl From<BmcError> for ApiError {
         };
         ApiError::new(status, code, e.to_string())
     }
-}
-
-/// A power state as the API shows it.
-#[derive(Debug, Serialize, ToSchema)]
-pub(super) struct PowerView {
-    /// `on`, `off` or `unknown`.
-    power_state: String,
 }
 
 /// A power command.
@@ -229,12 +223,6 @@ pub(super) async fn set_bios(
     )
     .await?;
     Ok((StatusCode::ACCEPTED, Json(d.bios().await?)))
-}
-
-/// A node's RAID volumes.
-#[derive(Debug, Serialize, ToSchema)]
-pub(super) struct RaidView {
-    volumes: Vec<RaidVolume>,
 }
 
 #[utoipa::path(get, path = "/v1/nodes/{id}/raid", params(("id" = String, Path, description = "UUID or name")),

@@ -1,7 +1,7 @@
 //! DHCP leases as the operator sees them: `GET /v1/dhcp/leases`.
 
+use super::views::Lease;
 use super::{ApiError, AppState};
-use crate::store::leases::Lease;
 use axum::Json;
 use axum::extract::State;
 

@@ -6,8 +6,8 @@
 //! become visible after a higher one (transactions commit out of order), so the
 //! stream holds its cursor at a gap for a short grace period before moving on.
 
+use super::views::EventRow;
 use super::{ApiError, AppState};
-use crate::store::EventRow;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;

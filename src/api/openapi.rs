@@ -138,10 +138,10 @@ fn error_response(description: &str) -> utoipa::openapi::Response {
         agent::boot_script, agent::inventory, agent::status, agent::heartbeat, agent::log,
     ),
     components(schemas(super::views::NodeView, crate::node::NewNode, crate::node::NodePatch, crate::node::BmcInput, crate::node::BmcView,
-        crate::node::BmcDriverKind, crate::state::State, crate::state::Event, crate::store::EventRow, crate::store::Role, crate::store::ApiToken,
-        crate::store::leases::Lease, crate::store::leases::LeaseState,
+        crate::node::BmcDriverKind, crate::state::State, crate::state::Event, super::views::EventRow, crate::store::Role, super::views::ApiToken,
+        super::views::Lease, crate::store::leases::LeaseState,
         crate::bmc::BootDevice, crate::bmc::BiosSettings, crate::bmc::RaidVolume, crate::bmc::VolumeSpec, crate::bmc::BmcInventory, crate::bmc::BmcNic, crate::bmc::BmcDisk,
-        nodes::StepView, nodes::StageView, bmc::PowerView, bmc::PowerBody, bmc::BootBody, bmc::BiosBody, bmc::RaidView, super::views::Enrolled, ErrorBody, ErrorDetail)),
+        nodes::StepView, nodes::StageView, super::views::PowerView, bmc::PowerBody, bmc::BootBody, bmc::BiosBody, super::views::RaidView, super::views::Enrolled, ErrorBody, ErrorDetail)),
     modifiers(&Security, &CommonErrors)
 )]
 pub struct ApiDoc;

@@ -2,34 +2,23 @@
 //! facts and match explanations.
 
 use super::error::ErrorBody;
+use super::views::{ProfileSummary, Reloaded, TestResult};
 use super::{ApiError, ApiJson, AppState};
 use crate::node::FieldError;
 use crate::node::limits::{self, check_count, check_len, check_opt};
 use crate::profiles::matcher::Facts;
-use crate::profiles::{Profile, Verdict, evaluate};
+use crate::profiles::{Profile, evaluate};
 use crate::protocol::Fact;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 use std::sync::Arc;
 use utoipa::ToSchema;
 
 fn current(app: &AppState) -> Arc<Vec<Profile>> {
     app.current_profiles()
-}
-
-/// A profile in the list.
-#[derive(Debug, Serialize, ToSchema)]
-pub(super) struct ProfileSummary {
-    name: String,
-    order: i64,
-    quota: crate::profiles::profile::Quota,
-    specs: usize,
-    hostnames: usize,
-    role: Option<String>,
-    file: String,
 }
 
 #[utoipa::path(get, path = "/v1/profiles", responses((status = 200, body = Vec<ProfileSummary>)), security(("bearer" = [])))]
@@ -64,12 +53,10 @@ pub(super) async fn show(
 }
 
 #[utoipa::path(post, path = "/v1/profiles/reload", responses((status = 200, description = "Loaded"), (status = 400, body = ErrorBody, description = "A file is broken (invalid_profile, with its file and line); the previous set stays in force")), security(("bearer" = [])))]
-pub(super) async fn reload(
-    State(app): State<AppState>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+pub(super) async fn reload(State(app): State<AppState>) -> Result<Json<Reloaded>, ApiError> {
     use crate::app::profiles::ReloadError;
     match app.reload_profiles().await {
-        Ok(names) => Ok(Json(json!({"loaded": names}))),
+        Ok(loaded) => Ok(Json(Reloaded { loaded })),
         Err(ReloadError::Store(e)) => Err(e.into()),
         Err(ReloadError::Profile(e)) => Err(ApiError {
             status: StatusCode::BAD_REQUEST,
@@ -104,13 +91,6 @@ impl TestBody {
         }
         Ok(())
     }
-}
-
-/// The outcome of a dry run: every profile's verdict, and the one that would be chosen.
-#[derive(Debug, Serialize, ToSchema)]
-pub(super) struct TestResult {
-    selected: Option<String>,
-    verdicts: Vec<Verdict>,
 }
 
 fn result(profiles: &[Profile], facts: Vec<Fact>) -> TestResult {

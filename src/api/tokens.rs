@@ -1,13 +1,14 @@
 //! API token management (admin only): make, list, revoke.
 
 use super::error::ErrorBody;
+use super::views::{ApiToken, CreatedToken};
 use super::{ApiError, ApiJson, AppState};
 use crate::node::limits::{self, check_len};
-use crate::store::{ApiToken, Role};
+use crate::store::Role;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use utoipa::ToSchema;
 
 /// `POST /v1/tokens`.
@@ -16,14 +17,6 @@ use utoipa::ToSchema;
 pub(super) struct NewToken {
     name: String,
     role: Role,
-}
-
-/// A new token: its text is shown this once.
-#[derive(Debug, Serialize, ToSchema)]
-pub(super) struct CreatedToken {
-    #[serde(flatten)]
-    token: ApiToken,
-    secret: String,
 }
 
 #[utoipa::path(post, path = "/v1/tokens", request_body = NewToken,

@@ -1,15 +1,25 @@
-//! What the API shows of a node, apart from the domain model
-//! ([`crate::node::Node`]): the model can change (new fields for deploy and
-//! roles, other internal types) without changing what clients read, and the
-//! OpenAPI schema describes these types. They deserialize too: the CLI reads
-//! the API's answers into them (`crate::cli`'s typed client).
+//! What the API answers, apart from the domain model: a node as the API
+//! shows it (built from [`crate::node::Node`], so the model can change, with
+//! new fields for deploy and roles or other internal types, without changing
+//! what clients read), a page of nodes, an enrolment, a power state, a node's
+//! RAID volumes, the profile list, a profile dry run, a reload and a new API
+//! token. The OpenAPI schema describes these types. They deserialize too: the
+//! CLI reads the API's answers into them (`crate::cli`'s typed client). The
+//! store's rows the API serves as they are (a token, a lease, an event) are
+//! re-exported here, so the CLI finds every answer it reads in this module.
 
+use crate::bmc::RaidVolume;
 use crate::node::{BmcView, MacAddr, Node};
+use crate::profiles::Verdict;
+use crate::profiles::profile::Quota;
 use crate::state::State;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
 use uuid::Uuid;
+
+pub use crate::store::leases::Lease;
+pub use crate::store::{ApiToken, EventRow};
 
 /// A node, as `GET /v1/nodes/{id}` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -92,4 +102,50 @@ pub struct NodePage {
     pub nodes: Vec<NodeView>,
     /// Pass as `after` for the next page; null on the last page.
     pub next: Option<String>,
+}
+
+/// A power state as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PowerView {
+    /// `on`, `off` or `unknown`.
+    pub power_state: String,
+}
+
+/// A node's RAID volumes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RaidView {
+    pub volumes: Vec<RaidVolume>,
+}
+
+/// A profile in the list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ProfileSummary {
+    pub name: String,
+    pub order: i64,
+    pub quota: Quota,
+    pub specs: usize,
+    pub hostnames: usize,
+    pub role: Option<String>,
+    pub file: String,
+}
+
+/// The outcome of a dry run: every profile's verdict, and the one that would be chosen.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TestResult {
+    pub selected: Option<String>,
+    pub verdicts: Vec<Verdict>,
+}
+
+/// The names of the profiles in force after a reload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reloaded {
+    pub loaded: Vec<String>,
+}
+
+/// A new token: its text is shown this once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CreatedToken {
+    #[serde(flatten)]
+    pub token: ApiToken,
+    pub secret: String,
 }

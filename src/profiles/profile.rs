@@ -50,16 +50,34 @@ pub struct ProfileError {
 }
 
 /// How many nodes a profile may take.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum Quota {
     Count(u32),
-    #[serde(serialize_with = "unlimited")]
+    #[serde(serialize_with = "unlimited", deserialize_with = "the_word_unlimited")]
     Unlimited,
 }
 
 fn unlimited<S: serde::Serializer>(s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str("unlimited")
+}
+
+fn the_word_unlimited<'de, D: serde::Deserializer<'de>>(d: D) -> Result<(), D::Error> {
+    match String::deserialize(d)?.as_str() {
+        "unlimited" => Ok(()),
+        o => Err(serde::de::Error::custom(format!(
+            "'{o}' is not a count or \"unlimited\""
+        ))),
+    }
+}
+
+impl std::fmt::Display for Quota {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Quota::Count(n) => write!(f, "{n}"),
+            Quota::Unlimited => f.write_str("unlimited"),
+        }
+    }
 }
 
 /// A pinned machine: the node whose `$$` captures equal `matches` gets these entries.
@@ -374,7 +392,7 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Profile>, ProfileError> {
 }
 
 /// Whether one profile fits a node's facts, and why not.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Verdict {
     pub profile: String,
     pub matched: bool,
@@ -438,6 +456,16 @@ mod tests {
     fn shipped() -> Vec<Profile> {
         load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles"))
             .expect("the shipped profiles load")
+    }
+
+    #[test]
+    fn quota_reads_what_it_writes() {
+        for (q, text) in [(Quota::Count(3), "3"), (Quota::Unlimited, "\"unlimited\"")] {
+            assert_eq!(serde_json::to_string(&q).unwrap(), text);
+            assert_eq!(serde_json::from_str::<Quota>(text).unwrap(), q);
+        }
+        assert_eq!(Quota::Unlimited.to_string(), "unlimited");
+        assert!(serde_json::from_str::<Quota>("\"many\"").is_err());
     }
 
     #[test]

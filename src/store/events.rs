@@ -2,9 +2,10 @@
 //! (per node, and the global feed behind the event stream).
 
 use super::*;
+use serde::Deserialize;
 
 /// A row of a node's history.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct EventRow {
     pub id: i64,
     #[schema(value_type = String, format = Uuid)]

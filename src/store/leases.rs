@@ -10,14 +10,14 @@
 
 use super::{Result, Store, now_ms};
 use crate::node::MacAddr;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use utoipa::ToSchema;
 
 /// What a lease row says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LeaseState {
     /// Offered, waiting for the client's REQUEST.
@@ -52,7 +52,7 @@ impl LeaseState {
 }
 
 /// One lease, as `GET /v1/dhcp/leases` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Lease {
     #[schema(value_type = String)]
     pub ip: Ipv4Addr,

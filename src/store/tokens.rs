@@ -43,7 +43,7 @@ impl Role {
 }
 
 /// An API token as listed (never its text).
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ApiToken {
     pub id: String,
     pub name: String,

@@ -404,6 +404,18 @@ impl TestServer {
     }
 }
 
+/// The enrolment body of a node with a fake BMC at `bmc_address`.
+pub fn node_body(name: &str, mac: &str, bmc_address: &str, password: &str) -> Value {
+    json!({"name": name, "boot_mac": mac, "bmc": {"driver": "fake", "address": bmc_address, "username": "admin", "password": password}})
+}
+
+/// Acts and expects the action to be accepted; returns the node.
+pub async fn act_ok(s: &TestServer, node: &str, action: &str) -> Value {
+    let (st, v) = s.act(node, action).await;
+    assert_eq!(st, 202, "{action} on {node}: {v}");
+    v
+}
+
 /// A counter's value in the Prometheus text (0 when absent).
 pub fn counter(metrics: &str, name: &str) -> u64 {
     metrics
