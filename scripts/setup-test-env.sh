@@ -45,6 +45,8 @@ apt_install atftp curl tftpd-hpa
 # Never run these on the machine's own interface: the tests use network
 # namespaces and give every client a script and resolv.conf of its own.
 apt_install udhcpc isc-dhcp-client dnsmasq-base kea-dhcp4-server kea-admin ipxe iproute2
+# IPv6 router discovery as a host does it (rdisc6), for the router advertisements.
+apt_install ndisc6
 # A machine that really network-boots: QEMU with its iPXE option ROMs.
 apt_install qemu-system-x86 ipxe-qemu
 # The reference HTTP server of benches/http.rs (not started as a service).

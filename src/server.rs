@@ -63,16 +63,14 @@ pub struct Listeners {
     pub http: std::net::TcpListener,
     pub tftp: Option<std::net::UdpSocket>,
     pub dhcp: Vec<crate::netboot::dhcp::DhcpSocket>,
+    /// Router-advertisement sockets, one per DHCP interface when enabled.
+    pub ra: Vec<crate::netboot::ra::RaSocket>,
 }
 
 impl Listeners {
-    /// Binds the TFTP and DHCP sockets the configuration enables.
-    pub fn bind_udp(
-        cfg: &Config,
-    ) -> anyhow::Result<(
-        Option<std::net::UdpSocket>,
-        Vec<crate::netboot::dhcp::DhcpSocket>,
-    )> {
+    /// Binds the TFTP, DHCP and router-advertisement sockets the
+    /// configuration enables; `http` is the HTTP listener.
+    pub fn bind_with(cfg: &Config, http: std::net::TcpListener) -> anyhow::Result<Listeners> {
         let tftp = if cfg.tftp.enabled {
             let s = std::net::UdpSocket::bind(cfg.tftp.listen)
                 .with_context(|| format!("cannot bind TFTP on {}", cfg.tftp.listen))?;
@@ -81,12 +79,20 @@ impl Listeners {
         } else {
             None
         };
-        let dhcp = if cfg.dhcp.enabled {
-            crate::netboot::dhcp::net::bind(&cfg.dhcp).context("cannot start DHCP")?
+        let (dhcp, ra) = if cfg.dhcp.enabled {
+            (
+                crate::netboot::dhcp::net::bind(&cfg.dhcp).context("cannot start DHCP")?,
+                crate::netboot::ra::bind(&cfg.dhcp),
+            )
         } else {
-            Vec::new()
+            (Vec::new(), Vec::new())
         };
-        Ok((tftp, dhcp))
+        Ok(Listeners {
+            http,
+            tftp,
+            dhcp,
+            ra,
+        })
     }
 
     /// Binds every socket the configuration asks for, HTTP included.
@@ -94,17 +100,15 @@ impl Listeners {
         let http = std::net::TcpListener::bind(cfg.http.listen)
             .with_context(|| format!("cannot listen on {}", cfg.http.listen))?;
         http.set_nonblocking(true)?;
-        let (tftp, dhcp) = Listeners::bind_udp(cfg)?;
-        Ok(Listeners { http, tftp, dhcp })
+        Listeners::bind_with(cfg, http)
     }
 }
 
 /// Opens everything and starts serving on `listener`, binding the TFTP and
 /// DHCP sockets the configuration enables.
 pub async fn start(cfg: Config, listener: TcpListener) -> anyhow::Result<Running> {
-    let (tftp, dhcp) = Listeners::bind_udp(&cfg)?;
-    let http = listener.into_std()?;
-    start_with(cfg, Listeners { http, tftp, dhcp }).await
+    let sockets = Listeners::bind_with(&cfg, listener.into_std()?)?;
+    start_with(cfg, sockets).await
 }
 
 /// Opens everything and starts serving on sockets already bound.
@@ -241,6 +245,14 @@ pub async fn start_with(cfg: Config, sockets: Listeners) -> anyhow::Result<Runni
         tasks.push(tokio::spawn(async move {
             if let Err(e) = crate::netboot::dhcp::server::serve(server, dhcp, sd).await {
                 tracing::error!(error = %e, "DHCP server stopped");
+            }
+        }));
+    }
+    if !sockets.ra.is_empty() {
+        let (ra, sd, m) = (sockets.ra, rx.clone(), metrics.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = crate::netboot::ra::serve(ra, sd, m).await {
+                tracing::error!(error = %e, "router advertisements stopped");
             }
         }));
     }

@@ -251,19 +251,13 @@ async fn sigkill_mid_operations_postgres() {
 }
 
 fn cli(dir: &std::path::Path, url: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_racklift"))
-        .args(args)
-        .current_dir(dir)
-        .env("RACKLIFT_URL", url)
-        .env_remove("RACKLIFT_TOKEN")
-        .output()
-        .expect("racklift runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    common::peers::run(
+        Command::new(env!("CARGO_BIN_EXE_racklift"))
+            .args(args)
+            .current_dir(dir)
+            .env("RACKLIFT_URL", url)
+            .env_remove("RACKLIFT_TOKEN"),
+    )
 }
 
 /// The README's first tour, with the CLI, against the real binary.

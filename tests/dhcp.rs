@@ -4,7 +4,8 @@
 //! DECLINE and hostile packets; a second racklift process on the same
 //! PostgreSQL database never hands out an address the first one leased; and
 //! racklift as proxyDHCP beside dnsmasq gives the boot file while dnsmasq gives
-//! the address.
+//! the address; and ndisc6's rdisc6 solicits a router and hears racklift's
+//! advertisement of none (server mode) or nothing (proxy mode).
 //!
 //! Needs root, iproute2, udhcpc, dhclient and dnsmasq (scripts/setup-test-env.sh
 //! installs them): without them the tests print SKIP, and fail under CI.
@@ -899,4 +900,64 @@ async fn two_processes_on_postgres_never_share_an_address() {
         answered(&mb)
     );
     a.finish().await;
+}
+
+/// rdisc6 on the client side: its output and whether a router answered.
+fn rdisc6(link: &Link) -> (bool, String) {
+    link.wait_link_local();
+    peers::run(
+        link.cli
+            .cmd("rdisc6")
+            .args(["-1", "-r", "3", "-w", "1000", "rl-c"]),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn router_solicitations_get_an_advertisement_of_no_router() {
+    if !ready(&["rdisc6"]) {
+        return;
+    }
+    let link = Link::new("10.77.0.1/16");
+    let Some(s) = start(Backend::Sqlite, &link, |c| {
+        serve_dhcp(c, DhcpMode::Server, "rl-s", vec![subnet(false)]);
+        assert!(c.dhcp.router_advertisements, "on by default in server mode");
+    })
+    .await
+    else {
+        return;
+    };
+    let (answered, text) = rdisc6(&link);
+    assert!(answered, "no router advertisement heard:\n{text}");
+    // What a host takes from it: no default router, no DHCPv6, no prefix.
+    for line in [
+        "Stateful address conf.    :           No",
+        "Stateful other conf.      :           No",
+        "Router lifetime           :            0",
+    ] {
+        assert!(text.contains(line), "{line:?} not in:\n{text}");
+    }
+    assert!(!text.contains("Prefix"), "{text}");
+    assert!(text.contains(" from fe80::"), "{text}");
+    let m = s.metrics().await;
+    assert!(
+        common::counter(&m, "racklift_ra_solicitations_total") >= 1,
+        "{m}"
+    );
+    assert!(common::counter(&m, "racklift_ra_sent_total") >= 1, "{m}");
+    s.finish().await;
+
+    // Off: rdisc6 hears nothing, and the DHCP server still serves.
+    let link = Link::new("10.77.0.1/16");
+    let Some(s) = start(Backend::Sqlite, &link, |c| {
+        serve_dhcp(c, DhcpMode::Server, "rl-s", vec![subnet(false)]);
+        c.dhcp.router_advertisements = false;
+    })
+    .await
+    else {
+        return;
+    };
+    let (answered, text) = rdisc6(&link);
+    assert!(!answered && text.contains("No response"), "{text}");
+    assert!(!s.metrics().await.contains("racklift_ra_"));
+    s.finish().await;
 }

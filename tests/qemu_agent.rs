@@ -469,6 +469,10 @@ async fn pxe_discovery(uefi: bool, rom: bool) {
             c.tftp.root = root;
         }
         c.boot.kernel_args = "console=ttyS0 quiet".into();
+        // For docs/PERFORMANCE.md: the same boot without router advertisements.
+        if std::env::var("RACKLIFT_QEMU_RA").as_deref() == Ok("off") {
+            c.dhcp.router_advertisements = false;
+        }
         if let Ok(dir) = std::env::var("RACKLIFT_RAMDISK_DIR") {
             c.boot.ramdisk_dir = dir.into();
         } else {

@@ -893,17 +893,11 @@ disks = 2
 
 /// Runs the `racklift` CLI against the test server.
 fn cli(s: &TestServer, args: &[&str]) -> (bool, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_racklift"))
-        .args(["node", "--url", &s.url, "--token", &s.token])
-        .args(args)
-        .output()
-        .expect("racklift runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    common::peers::run(
+        std::process::Command::new(env!("CARGO_BIN_EXE_racklift"))
+            .args(["node", "--url", &s.url, "--token", &s.token])
+            .args(args),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -123,6 +123,11 @@ pub struct DhcpConfig {
     pub decline_quarantine: Duration,
     /// Serve `snponly.efi` rather than `ipxe.efi` to UEFI x64 PXE clients.
     pub snponly: bool,
+    /// Answer IPv6 router solicitations on the served interfaces (and
+    /// advertise now and then) with a router advertisement that says "no
+    /// router, no addresses here": iPXE ends its IPv6 autoconfiguration at
+    /// once instead of waiting for a router that never answers.
+    pub router_advertisements: bool,
     pub subnets: Vec<SubnetConfig>,
 }
 

@@ -387,6 +387,9 @@ pub(super) fn validate_dhcp(w: WireDhcp) -> Result<DhcpConfig, ConfigError> {
             .map(|h| h.0)
             .unwrap_or(Duration::from_secs(3600)),
         snponly: w.snponly.unwrap_or(false),
+        // racklift speaks for the link it hands addresses out on; in proxy
+        // mode another server (often the router) does.
+        router_advertisements: w.router_advertisements.unwrap_or(mode == DhcpMode::Server),
         subnets,
     })
 }

@@ -154,6 +154,7 @@ pub(super) struct WireDhcp {
     pub(super) offer_hold: Option<HumanDuration>,
     pub(super) decline_quarantine: Option<HumanDuration>,
     pub(super) snponly: Option<bool>,
+    pub(super) router_advertisements: Option<bool>,
     #[serde(default)]
     pub(super) subnet: Vec<WireSubnet>,
 }

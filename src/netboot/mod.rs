@@ -5,6 +5,8 @@
 //! - [`tftp`]: the TFTP server (boot loaders, generated files);
 //! - [`script`]: the iPXE boot script a MAC gets (ramdisk with this boot's
 //!   token, local disk, nothing, discovery), from the application's boot view;
+//! - [`ra`]: IPv6 router advertisements that tell iPXE there is no router,
+//!   so it does not wait for one;
 //! - [`http_front`]: the HTTP connection front, which sends boot files with
 //!   `sendfile(2)` and hands every other request to the API router.
 //!
@@ -14,5 +16,6 @@
 
 pub mod dhcp;
 pub mod http_front;
+pub mod ra;
 pub mod script;
 pub mod tftp;

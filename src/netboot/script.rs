@@ -12,9 +12,9 @@
 //!   machine never falls through to a random disk).
 //!
 //! When the ramdisk racklift serves itself is not there (`boot.ramdisk_dir`
-//! missing or empty: [`ramdisk_missing`]), a machine that would boot it is
-//! told so on its console instead, and asks again: iPXE would otherwise fail
-//! on a 404 with nothing said on either side.
+//! missing or empty: [`ramdisk_missing`]), the script of a machine that would
+//! boot it says so on its console before the kernel line, whose 404 then
+//! sends it to the retry loop: iPXE alone would show only the 404.
 //!
 //! The script is the answer to anybody on the boot network, so it says
 //! nothing of a node beyond what booting needs: the node's name and state
@@ -116,12 +116,15 @@ fn retry(msg: &str, mac: MacAddr, api_url: &str) -> String {
 
 /// The script that boots the ramdisk with `token` for this boot.
 fn ramdisk(who: &str, token: &str, mac: MacAddr, p: &RamdiskParams<'_>) -> String {
-    if let Some(why) = p.missing {
-        return retry(&format!("{who}, but {why}"), mac, p.api_url);
-    }
+    // Said first, so the console shows why the kernel line fails; the load
+    // is still tried, and a ramdisk built meanwhile is booted.
+    let warning = p
+        .missing
+        .map(|why| format!("echo racklift: warning: {why}\n"))
+        .unwrap_or_default();
     let bootif = format!("01-{}", mac.to_string().replace(':', "-"));
     format!(
-        "#!ipxe\necho racklift: {who}\n\
+        "#!ipxe\necho racklift: {who}\n{warning}\
          kernel {kernel} initrd=initrd.img racklift.api={api} racklift.token={token} BOOTIF={bootif} {args} || goto failed\n\
          initrd --name initrd.img {initrd} || goto failed\n\
          boot || goto failed\n\
@@ -233,19 +236,23 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_ramdisk_is_said_on_the_console_and_nothing_is_loaded() {
+    fn a_missing_ramdisk_is_said_on_the_console_before_the_kernel_line() {
         let p = RamdiskParams {
             missing: Some("the ramdisk cannot be served: vmlinuz is missing"),
             ..P
         };
         let s = script(&ramdisk_view("rla_x"), mac(), &p);
+        let warned = s
+            .find("echo racklift: warning: the ramdisk cannot be served: vmlinuz is missing\n")
+            .expect(&s);
+        // Still tried (a ramdisk built meanwhile boots), after the warning,
+        // and a failed load loops back.
+        assert!(s.find("kernel http").is_some_and(|k| k > warned), "{s}");
         assert!(
-            s.contains("echo racklift: node n1 (inspecting) boots the racklift ramdisk, but the ramdisk cannot be served: vmlinuz is missing")
-                && s.contains("sleep 30")
-                && !s.contains("kernel http")
-                && !s.contains("rla_x"),
+            s.contains("racklift.token=rla_x") && s.contains(":failed"),
             "{s}"
         );
+        assert!(!script(&ramdisk_view("rla_x"), mac(), &P).contains("warning"));
         // A machine that boots its disk does not need the ramdisk.
         assert!(script(&BootView::LocalDisk, mac(), &p).contains("sanboot"));
     }

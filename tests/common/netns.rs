@@ -164,6 +164,31 @@ impl Link {
         Link { srv, cli }
     }
 
+    /// Waits (up to 10 s) until both ends have an IPv6 link-local address that
+    /// duplicate address detection has let go of (it is tentative for a second
+    /// or two after the link comes up, and nothing can be sent from it).
+    pub fn wait_link_local(&self) {
+        let started = std::time::Instant::now();
+        for (ns, dev) in [(&self.srv, "rl-s"), (&self.cli, "rl-c")] {
+            loop {
+                let out = ns
+                    .cmd("ip")
+                    .args(["-6", "addr", "show", "dev", dev, "scope", "link"])
+                    .output()
+                    .expect("ip runs");
+                let text = String::from_utf8_lossy(&out.stdout);
+                if text.contains("inet6 fe80:") && !text.contains("tentative") {
+                    break;
+                }
+                assert!(
+                    started.elapsed() < std::time::Duration::from_secs(10),
+                    "no usable link-local address on {dev}: {text}"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
+    }
+
     /// Sets the client interface's MAC (each DHCP client run can be a new machine).
     pub fn set_client_mac(&self, mac: &str) {
         self.cli.ip(&["link", "set", "rl-c", "address", mac]);

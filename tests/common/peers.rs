@@ -47,3 +47,16 @@ impl Drop for Peer {
         let _ = self.0.wait();
     }
 }
+
+/// Runs `cmd` to its end: whether it succeeded, and its stdout then stderr.
+pub fn run(cmd: &mut std::process::Command) -> (bool, String) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?} cannot run: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
