@@ -223,3 +223,16 @@ fn durations() {
     assert!(parse_duration("5 weeks").is_err());
     assert!(parse_duration("m").is_err());
 }
+
+#[test]
+fn router_advertisements_follow_the_mode_unless_set() {
+    assert!(parse("").unwrap().dhcp.router_advertisements);
+    let proxy = "[dhcp]\nmode = \"proxy\"\n";
+    assert!(!parse(proxy).unwrap().dhcp.router_advertisements);
+    let on = format!("{proxy}router_advertisements = true\n");
+    assert!(parse(&on).unwrap().dhcp.router_advertisements);
+    let off = "[dhcp]\nrouter_advertisements = false\n";
+    assert!(!parse(off).unwrap().dhcp.router_advertisements);
+    let bad = parse("[dhcp]\nrouter_advertisements = \"yes\"\n").unwrap_err();
+    assert!(bad.to_string().contains("router_advertisements"), "{bad}");
+}
