@@ -5,7 +5,11 @@
 //! loopback), and the machine appears in the API as it is. The VM has QEMU's
 //! simulated BMC on a KCS interface, which the agent asks through /dev/ipmi0.
 //! Once under SeaBIOS as an inspection of an enrolled node, once under OVMF
-//! (UEFI) as the discovery of an unknown machine.
+//! (UEFI) as the discovery of an unknown machine; then the whole way over the
+//! network from a tap in a namespace, by every path a firmware takes: QEMU's
+//! iPXE ROM (SeaBIOS and OVMF), EDK2's own PXE client with no ROM on the NIC,
+//! and EDK2's UEFI HTTP boot with PXE turned off, the last two also with
+//! racklift as proxyDHCP beside dnsmasq.
 //!
 //! Needs qemu-system-x86_64, Debian's ovmf and the ramdisk built by
 //! boot-assets/build-ramdisk.sh (or in RACKLIFT_RAMDISK_DIR). Without them the
@@ -94,7 +98,19 @@ enum Start<'a> {
     /// Network boot from the tap `tap0` inside the namespace `ns`, where
     /// racklift serves DHCP, TFTP and HTTP: through QEMU's iPXE ROM, or
     /// (`rom: false`) through the firmware's own PXE client alone.
-    Pxe { ns: &'a str, rom: bool },
+    Pxe { ns: &'a str, via: Via },
+}
+
+/// How a machine network-boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    /// QEMU's iPXE option ROM on the NIC (SeaBIOS), or its EFI driver (OVMF).
+    IpxeRom,
+    /// The firmware's own PXE client (no option ROM): EDK2's, under OVMF.
+    FirmwarePxe,
+    /// The firmware's own UEFI HTTP boot, PXE turned off in its settings
+    /// (OVMF's `opt/org.tianocore/IPv4PXESupport` and `IPv6PXESupport`).
+    FirmwareHttp,
 }
 
 impl Vm {
@@ -161,9 +177,24 @@ impl Vm {
         }
         // An empty romfile leaves the NIC without QEMU's iPXE option ROM.
         let rom = match how {
-            Start::Pxe { rom: false, .. } => ",romfile=",
+            Start::Pxe {
+                via: Via::FirmwarePxe | Via::FirmwareHttp,
+                ..
+            } => ",romfile=",
             _ => "",
         };
+        if let Start::Pxe {
+            via: Via::FirmwareHttp,
+            ..
+        } = how
+        {
+            for knob in ["IPv4PXESupport", "IPv6PXESupport"] {
+                cmd.args([
+                    "-fw_cfg",
+                    &format!("name=opt/org.tianocore/{knob},string=no"),
+                ]);
+            }
+        }
         cmd.args([
             "-device",
             &format!("virtio-net-pci,netdev=n0,mac={MAC1}{rom}"),
@@ -426,13 +457,13 @@ async fn discovery_of_a_uefi_vm() {
 /// over HTTP, the agent posts the inventory, and the machine is enrolled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pxe_discovery_through_racklift_dhcp() {
-    pxe_discovery(false, true).await;
+    pxe_discovery(false, Via::IpxeRom, false).await;
 }
 
 /// The same under UEFI (OVMF, with the iPXE EFI driver of QEMU's NIC ROM).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pxe_discovery_through_racklift_dhcp_uefi() {
-    pxe_discovery(true, true).await;
+    pxe_discovery(true, Via::IpxeRom, false).await;
 }
 
 /// The same with EDK2's own PXE client and no iPXE ROM on the NIC: the
@@ -440,10 +471,40 @@ async fn pxe_discovery_through_racklift_dhcp_uefi() {
 /// racklift's TFTP, and that iPXE asks again and chains the boot script.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pxe_discovery_through_edk2s_own_pxe_client() {
-    pxe_discovery(true, false).await;
+    pxe_discovery(true, Via::FirmwarePxe, false).await;
 }
 
-async fn pxe_discovery(uefi: bool, rom: bool) {
+/// EDK2's own PXE client again, with racklift as proxyDHCP beside dnsmasq,
+/// which alone hands out addresses: the firmware takes dnsmasq's address and
+/// racklift's boot file, and so do the iPXE it loads and the ramdisk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pxe_discovery_through_edk2s_own_pxe_client_by_proxy_dhcp() {
+    if !common::peers::require(&["dnsmasq"], "Debian package dnsmasq-base") {
+        return;
+    }
+    pxe_discovery(true, Via::FirmwarePxe, true).await;
+}
+
+/// OVMF with PXE turned off boots by UEFI HTTP boot: racklift's offer to
+/// the `HTTPClient` names `ipxe.efi` by URL, the firmware downloads it from
+/// racklift's HTTP server, and that iPXE chains the boot script.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_boot_discovery_through_edk2s_own_http_client() {
+    pxe_discovery(true, Via::FirmwareHttp, false).await;
+}
+
+/// UEFI HTTP boot with racklift as proxyDHCP beside dnsmasq: the address
+/// from dnsmasq, the boot URL from racklift.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_boot_discovery_through_edk2s_own_http_client_by_proxy_dhcp() {
+    if !common::peers::require(&["dnsmasq"], "Debian package dnsmasq-base") {
+        return;
+    }
+    pxe_discovery(true, Via::FirmwareHttp, true).await;
+}
+
+async fn pxe_discovery(uefi: bool, via: Via, proxy: bool) {
+    let rom = via == Via::IpxeRom;
     if !common::netns::available() {
         return;
     }
@@ -452,6 +513,13 @@ async fn pxe_discovery(uefi: bool, rom: bool) {
     };
     let _one = ONE_VM.lock().await;
     let ns = common::netns::with_tap("q");
+    let dnsmasq_dir = tempfile::tempdir().unwrap();
+    let (_dnsmasq, _dns_ns) = if proxy {
+        let (peer, dns) = common::netns::dnsmasq_beside_tap(&ns, dnsmasq_dir.path());
+        (Some(peer), Some(dns))
+    } else {
+        (None, None)
+    };
     // The TFTP root holds a copy of the iPXE binary (Debian's ipxe.efi is a
     // symlink out of its directory, which the TFTP server does not follow).
     let tftp_root = tempfile::tempdir().unwrap();
@@ -463,6 +531,12 @@ async fn pxe_discovery(uefi: bool, rom: bool) {
     let root = tftp_root.path().to_path_buf();
     let Some(s) = TestServer::start_in(common::Backend::Sqlite, Some(&ns.name), move |c| {
         common::netns::serve_tap_network(c, true);
+        if proxy {
+            c.dhcp.mode = racklift::config::DhcpMode::Proxy;
+            c.dhcp.interfaces = vec!["br0".into()];
+            // The link has no IPv6 router: the operator turns them on.
+            c.dhcp.router_advertisements = true;
+        }
         if !rom {
             c.tftp.enabled = true;
             c.tftp.listen = "0.0.0.0:69".parse().unwrap();
@@ -488,7 +562,7 @@ async fn pxe_discovery(uefi: bool, rom: bool) {
         dir.path(),
         uefi,
         "RL-VM-PXE",
-        Start::Pxe { ns: &ns.name, rom },
+        Start::Pxe { ns: &ns.name, via },
     );
     let (inv, stored) = vm.inventory_of(&s, "rl-vm-pxe").await;
     check_inventory(&inv, if uefi { "uefi" } else { "bios" });
@@ -502,28 +576,48 @@ async fn pxe_discovery(uefi: bool, rom: bool) {
         "{texts:#?}"
     );
     let leases = s.get("/v1/dhcp/leases").await.1;
-    assert!(
-        leases
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|l| l["mac"] == MAC1 && l["state"] == "bound"),
-        "{leases}"
-    );
-    vm.powered_off().await;
-    if !rom {
-        // The firmware fetched ipxe.efi from racklift's TFTP server.
-        let metrics = s.metrics().await;
-        let transfers: u64 = metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("racklift_tftp_transfers_total "))
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0);
-        assert!(transfers >= 1, "no TFTP transfer counted:\n{metrics}");
+    let bound = leases
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| l["mac"] == MAC1 && l["state"] == "bound");
+    // By proxy, the addresses are dnsmasq's: racklift leases none.
+    assert_eq!(bound, !proxy, "{leases}");
+    if proxy {
+        let leased = std::fs::read_to_string(dnsmasq_dir.path().join("dnsmasq.leases")).unwrap();
+        assert!(leased.contains(MAC1), "dnsmasq leased: {leased}");
     }
-    let label = match (uefi, rom) {
-        (true, true) => "PXE (OVMF, iPXE EFI driver, racklift DHCP+HTTP)",
-        (true, false) => "PXE (OVMF's own PXE client, ipxe.efi over racklift TFTP, DHCP+HTTP)",
+    vm.powered_off().await;
+    // The firmware fetched ipxe.efi from racklift: over TFTP by PXE, over
+    // HTTP by HTTP boot (and then not over TFTP).
+    let metrics = s.metrics().await;
+    let transfers = common::counter(&metrics, "racklift_tftp_transfers_total");
+    let by_http = common::counter(
+        &metrics,
+        "racklift_http_requests_total{method=\"GET\",route=\"/assets/ipxe/*\",status=\"200\"}",
+    );
+    match via {
+        Via::IpxeRom => {}
+        Via::FirmwarePxe => assert!(transfers >= 1, "no TFTP transfer counted:\n{metrics}"),
+        Via::FirmwareHttp => assert!(
+            transfers == 0 && by_http >= 1,
+            "ipxe.efi not over HTTP alone:\n{metrics}"
+        ),
+    }
+    let label = match (uefi, via, proxy) {
+        (true, Via::IpxeRom, _) => "PXE (OVMF, iPXE EFI driver, racklift DHCP+HTTP)",
+        (true, Via::FirmwarePxe, false) => {
+            "PXE (OVMF's own PXE client, ipxe.efi over racklift TFTP, DHCP+HTTP)"
+        }
+        (true, Via::FirmwarePxe, true) => {
+            "PXE (OVMF's own PXE client, dnsmasq DHCP, racklift proxyDHCP+TFTP+HTTP)"
+        }
+        (true, Via::FirmwareHttp, false) => {
+            "HTTP boot (OVMF's own HTTP client, ipxe.efi over racklift HTTP, DHCP+HTTP)"
+        }
+        (true, Via::FirmwareHttp, true) => {
+            "HTTP boot (OVMF's own HTTP client, dnsmasq DHCP, racklift proxyDHCP+HTTP)"
+        }
         _ => "PXE (SeaBIOS, iPXE ROM, racklift DHCP+HTTP)",
     };
     report(label, &vm, stored, &inv, &events);

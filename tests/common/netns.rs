@@ -254,6 +254,28 @@ pub fn with_tap(tag: &str) -> Netns {
     ns
 }
 
+/// dnsmasq handing out addresses on the tap network of [`with_tap`] from a
+/// namespace of its own (10.88.0.2), joined to it by a bridge: `br0` in `ns`
+/// takes the tap and racklift's address 10.88.0.1, so racklift (serving
+/// `br0`) and dnsmasq each have port 67 on a link of their own.
+pub fn dnsmasq_beside_tap(ns: &Netns, dir: &std::path::Path) -> (super::peers::Peer, Netns) {
+    let dns = Netns::new("d");
+    ns.ip(&["addr", "del", "10.88.0.1/24", "dev", "tap0"]);
+    ns.ip(&["link", "add", "br0", "type", "bridge"]);
+    ns.ip(&["link", "set", "tap0", "master", "br0"]);
+    ns.ip(&[
+        "link", "add", "rl-sd", "type", "veth", "peer", "name", "rl-d", "netns", &dns.name,
+    ]);
+    ns.ip(&["link", "set", "rl-sd", "master", "br0"]);
+    ns.ip(&["link", "set", "rl-sd", "up"]);
+    ns.ip(&["addr", "add", "10.88.0.1/24", "dev", "br0"]);
+    ns.ip(&["link", "set", "br0", "up"]);
+    dns.ip(&["addr", "add", "10.88.0.2/24", "dev", "rl-d"]);
+    dns.ip(&["link", "set", "rl-d", "up"]);
+    let peer = dnsmasq(&dns, "rl-d", "10.88.0.100,10.88.0.200,1h", dir);
+    (peer, dns)
+}
+
 /// racklift as the DHCP server of the tap network of [`with_tap`], its HTTP
 /// API (boot scripts, boot files) at 10.88.0.1:8080 inside the namespace.
 pub fn serve_tap_network(c: &mut racklift::config::Config, discovery: bool) {
