@@ -15,7 +15,7 @@ use super::{
     Move, NodeRecord, Result, Store, StoreError, move_node, node_cols, node_from_row, now_ms,
 };
 pub use crate::plan::{Phase, Stage, StageResult, StepStatus};
-use crate::state::{Continuation, Event, continuation, transition};
+use crate::state::{Continuation, Event, continuation, target_on_arrival, transition};
 use serde::{Deserialize, Serialize};
 use sqlx::{Any, Row, Transaction};
 use std::time::Duration;
@@ -573,18 +573,13 @@ impl Store {
             let mut moved = node.clone();
             moved.state = to;
             moved.generation += 1;
-            let target = if node.target == Some(after) {
-                None
-            } else {
-                node.target
-            };
             move_node(
                 tx,
                 &moved,
                 Move {
                     event: ev,
                     to: after,
-                    target,
+                    target: target_on_arrival(after, target),
                     last_error: None,
                     actor,
                     reason: Some("continuing toward the requested state"),
