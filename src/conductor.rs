@@ -19,7 +19,7 @@ use crate::bmc::{
     bios_mismatches,
 };
 use crate::config::ConductorConfig;
-use crate::plan::{Cleanup, Stage};
+use crate::plan::{Cleanup, Stage, Work};
 use crate::store::{NodeRecord, Step, StoreError};
 use serde_json::{Map, Value};
 use std::time::{Duration, Instant};
@@ -200,19 +200,19 @@ impl Conductor {
                 return Some("failed");
             }
             let stage = step.stage;
-            if stage.awaits() {
+            let Some(work) = stage.work() else {
                 // The report is not in yet (a step of an earlier shape).
                 self.persist(|| self.app.store.step_wait(step.id, &self.owner))
                     .await?;
                 return None;
-            }
+            };
             let span = tracing::info_span!("stage", stage = stage.as_str());
-            let performed = self.perform(step, rec).instrument(span.clone()).await;
+            let performed = self.perform(work, step, rec).instrument(span.clone()).await;
             let performed = if self.cfg.repeat_stages {
                 // Every stage twice: what an idempotent stage must survive
                 // (a crash after its work, before its record).
                 match performed {
-                    Ok(Performed::Done(_)) => self.perform(step, rec).instrument(span).await,
+                    Ok(Performed::Done(_)) => self.perform(work, step, rec).instrument(span).await,
                     other => other,
                 }
             } else {
@@ -614,16 +614,22 @@ impl Conductor {
         Ok(())
     }
 
-    /// Performs the step's current stage once. Every stage is idempotent:
-    /// performed again (after a crash, or with `repeat_stages`), it leaves
-    /// the machine as performing it once does.
-    pub async fn perform(&self, step: &Step, rec: &NodeRecord) -> Result<Performed, BmcError> {
+    /// Performs `work`, the step's current stage, once (a stage that waits
+    /// for a report has none: the worker leaves its step waiting). Every
+    /// stage is idempotent: performed again (after a crash, or with
+    /// `repeat_stages`), it leaves the machine as performing it once does.
+    pub async fn perform(
+        &self,
+        work: Work,
+        step: &Step,
+        rec: &NodeRecord,
+    ) -> Result<Performed, BmcError> {
         let d = self.driver(rec)?;
         let d = d.as_ref();
         let manual = d.is_manual();
         let done = |note: &str| Ok(Performed::Done(Some(note.to_string())));
-        match step.stage {
-            Stage::ReadPower => {
+        match work {
+            Work::ReadPower => {
                 let p = d.power_state().await?;
                 if let Err(e) = self
                     .app
@@ -639,7 +645,7 @@ impl Conductor {
                     done(&format!("BMC credentials work; power is {}", p.as_str()))
                 }
             }
-            Stage::ApplyBios => {
+            Work::ApplyBios => {
                 let settings = self.profile_settings(rec);
                 if settings.bios.is_empty() {
                     return done("no BIOS settings in the node's profile");
@@ -647,7 +653,7 @@ impl Conductor {
                 self.apply_bios(d, rec, &settings).await?;
                 done("BIOS settings of the profile set")
             }
-            Stage::ApplyRaid => {
+            Work::ApplyRaid => {
                 let settings = self.profile_settings(rec);
                 if settings.raid.is_empty() {
                     return done("no RAID settings in the node's profile");
@@ -655,12 +661,11 @@ impl Conductor {
                 self.apply_raid(d, rec, &settings).await?;
                 done("RAID volume of the profile in place")
             }
-            Stage::Netboot => {
+            Work::Netboot => {
                 self.netboot(d, rec, step).await?;
                 done("booting the ramdisk from the network")
             }
-            Stage::AwaitAgent => Ok(Performed::Done(None)),
-            Stage::VerifySettings => {
+            Work::VerifySettings => {
                 let settings = self.profile_settings(rec);
                 if settings.is_empty() {
                     return done("no BIOS or RAID settings to verify");
@@ -674,7 +679,7 @@ impl Conductor {
                     }
                 }
             }
-            Stage::PowerOff => {
+            Work::PowerOff => {
                 if manual {
                     return done("no BMC: power the machine off by hand");
                 }
@@ -682,14 +687,14 @@ impl Conductor {
                 self.record_power(d, rec).await?;
                 done("machine powered off")
             }
-            Stage::SetBootDisk => {
+            Work::SetBootDisk => {
                 if manual {
                     return done("no BMC: set the machine to boot from its disk by hand");
                 }
                 d.set_boot_device(BootDevice::Disk, true).await?;
                 done("boot device set to disk")
             }
-            Stage::BootDisk => {
+            Work::BootDisk => {
                 if manual {
                     return done("no BMC: reset the machine into its installed system by hand");
                 }
@@ -702,7 +707,7 @@ impl Conductor {
                 self.record_power(d, rec).await?;
                 done("machine reset into its installed system")
             }
-            Stage::ApplyRole => match &rec.node.role {
+            Work::ApplyRole => match &rec.node.role {
                 None => done("no role assigned: nothing to configure"),
                 Some(role) => Ok(Performed::Failed(format!(
                     "role '{role}' cannot be applied: this racklift build has no role executor"
