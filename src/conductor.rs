@@ -19,7 +19,7 @@ use crate::bmc::{
     bios_mismatches,
 };
 use crate::config::ConductorConfig;
-use crate::plan::{Cleanup, Stage};
+use crate::plan::{Cleanup, Stage, Work};
 use crate::store::{NodeRecord, Step, StoreError};
 use serde_json::{Map, Value};
 use std::time::{Duration, Instant};
@@ -62,10 +62,21 @@ impl Conductor {
     /// Recovers from a previous run, then runs workers and the reaper until
     /// `shutdown` turns true. A database that does not answer at start-up
     /// delays the work, never stops it: the recovery is tried again.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(self, shutdown: watch::Receiver<bool>) {
+        self.run_after(shutdown, || self.recover()).await
+    }
+
+    /// [`Conductor::run`] with its start-up recovery given: `recover` is
+    /// tried until it succeeds (100 ms doubling to 5 s between tries), and
+    /// only then do the workers and the reaper start.
+    async fn run_after<F, Fut>(&self, mut shutdown: watch::Receiver<bool>, mut recover: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<(), StoreError>>,
+    {
         let mut delay = Duration::from_millis(100);
         loop {
-            match self.recover().await {
+            match recover().await {
                 Ok(()) => break,
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "start-up recovery failed; trying again");
@@ -200,19 +211,19 @@ impl Conductor {
                 return Some("failed");
             }
             let stage = step.stage;
-            if stage.awaits() {
+            let Some(work) = stage.work() else {
                 // The report is not in yet (a step of an earlier shape).
                 self.persist(|| self.app.store.step_wait(step.id, &self.owner))
                     .await?;
                 return None;
-            }
+            };
             let span = tracing::info_span!("stage", stage = stage.as_str());
-            let performed = self.perform(step, rec).instrument(span.clone()).await;
+            let performed = self.perform(work, step, rec).instrument(span.clone()).await;
             let performed = if self.cfg.repeat_stages {
                 // Every stage twice: what an idempotent stage must survive
                 // (a crash after its work, before its record).
                 match performed {
-                    Ok(Performed::Done(_)) => self.perform(step, rec).instrument(span).await,
+                    Ok(Performed::Done(_)) => self.perform(work, step, rec).instrument(span).await,
                     other => other,
                 }
             } else {
@@ -614,16 +625,22 @@ impl Conductor {
         Ok(())
     }
 
-    /// Performs the step's current stage once. Every stage is idempotent:
-    /// performed again (after a crash, or with `repeat_stages`), it leaves
-    /// the machine as performing it once does.
-    pub async fn perform(&self, step: &Step, rec: &NodeRecord) -> Result<Performed, BmcError> {
+    /// Performs `work`, the step's current stage, once (a stage that waits
+    /// for a report has none: the worker leaves its step waiting). Every
+    /// stage is idempotent: performed again (after a crash, or with
+    /// `repeat_stages`), it leaves the machine as performing it once does.
+    pub async fn perform(
+        &self,
+        work: Work,
+        step: &Step,
+        rec: &NodeRecord,
+    ) -> Result<Performed, BmcError> {
         let d = self.driver(rec)?;
         let d = d.as_ref();
         let manual = d.is_manual();
         let done = |note: &str| Ok(Performed::Done(Some(note.to_string())));
-        match step.stage {
-            Stage::ReadPower => {
+        match work {
+            Work::ReadPower => {
                 let p = d.power_state().await?;
                 if let Err(e) = self
                     .app
@@ -639,7 +656,7 @@ impl Conductor {
                     done(&format!("BMC credentials work; power is {}", p.as_str()))
                 }
             }
-            Stage::ApplyBios => {
+            Work::ApplyBios => {
                 let settings = self.profile_settings(rec);
                 if settings.bios.is_empty() {
                     return done("no BIOS settings in the node's profile");
@@ -647,7 +664,7 @@ impl Conductor {
                 self.apply_bios(d, rec, &settings).await?;
                 done("BIOS settings of the profile set")
             }
-            Stage::ApplyRaid => {
+            Work::ApplyRaid => {
                 let settings = self.profile_settings(rec);
                 if settings.raid.is_empty() {
                     return done("no RAID settings in the node's profile");
@@ -655,12 +672,11 @@ impl Conductor {
                 self.apply_raid(d, rec, &settings).await?;
                 done("RAID volume of the profile in place")
             }
-            Stage::Netboot => {
+            Work::Netboot => {
                 self.netboot(d, rec, step).await?;
                 done("booting the ramdisk from the network")
             }
-            Stage::AwaitAgent => Ok(Performed::Done(None)),
-            Stage::VerifySettings => {
+            Work::VerifySettings => {
                 let settings = self.profile_settings(rec);
                 if settings.is_empty() {
                     return done("no BIOS or RAID settings to verify");
@@ -674,7 +690,7 @@ impl Conductor {
                     }
                 }
             }
-            Stage::PowerOff => {
+            Work::PowerOff => {
                 if manual {
                     return done("no BMC: power the machine off by hand");
                 }
@@ -682,14 +698,14 @@ impl Conductor {
                 self.record_power(d, rec).await?;
                 done("machine powered off")
             }
-            Stage::SetBootDisk => {
+            Work::SetBootDisk => {
                 if manual {
                     return done("no BMC: set the machine to boot from its disk by hand");
                 }
                 d.set_boot_device(BootDevice::Disk, true).await?;
                 done("boot device set to disk")
             }
-            Stage::BootDisk => {
+            Work::BootDisk => {
                 if manual {
                     return done("no BMC: reset the machine into its installed system by hand");
                 }
@@ -702,7 +718,7 @@ impl Conductor {
                 self.record_power(d, rec).await?;
                 done("machine reset into its installed system")
             }
-            Stage::ApplyRole => match &rec.node.role {
+            Work::ApplyRole => match &rec.node.role {
                 None => done("no role assigned: nothing to configure"),
                 Some(role) => Ok(Performed::Failed(format!(
                     "role '{role}' cannot be applied: this racklift build has no role executor"
@@ -779,6 +795,87 @@ fn raid_disk_count(raid: &Map<String, Value>) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::{Event, State};
+    use crate::store::{StepStatus, Store};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// An app on a fresh SQLite database in `dir`, with the fake BMCs.
+    async fn app_in(dir: &std::path::Path) -> crate::app::App {
+        let mut cfg = crate::config::Config::defaults();
+        cfg.data_dir = dir.to_path_buf();
+        cfg.database.url = format!("sqlite://{}/racklift.db", dir.display());
+        cfg.conductor.poll_interval = Duration::from_millis(50);
+        cfg.conductor.workers = 2;
+        let secrets = crate::secrets::SecretBox::load_or_create(&dir.join("secret.key")).unwrap();
+        let store = Store::open(
+            &cfg.database.url,
+            4,
+            secrets,
+            cfg.conductor.timeouts.clone(),
+        )
+        .await
+        .unwrap();
+        crate::app::App {
+            store,
+            cfg: Arc::new(cfg),
+            metrics: Default::default(),
+            drivers: Default::default(),
+            profiles: Default::default(),
+        }
+    }
+
+    /// A start-up recovery that fails its first tries (the database not
+    /// answering) is tried again until it succeeds; no worker starts before
+    /// that, and the conductor then serves the work that was waiting.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_recovery_is_retried_then_work_is_served() {
+        const FAILURES: usize = 3;
+        let dir = tempfile::tempdir().unwrap();
+        let app = app_in(dir.path()).await;
+        let new: crate::node::NewNode = serde_json::from_value(serde_json::json!({
+            "name": "late-db", "boot_mac": "52:54:00:71:00:01",
+            "bmc": {"driver": "fake", "address": "late-db.m1", "username": "admin", "password": "pw"}
+        }))
+        .unwrap();
+        let node = app.store.create_node(&new, "test").await.unwrap();
+        app.store
+            .act("late-db", Event::Manage, "test", None, None)
+            .await
+            .unwrap();
+        let conductor = Conductor::new(app.clone());
+        let tries = AtomicUsize::new(0);
+        let flaky = || async {
+            let n = tries.fetch_add(1, Ordering::SeqCst) + 1;
+            if n > FAILURES {
+                return conductor.recover().await;
+            }
+            // Nothing runs while the recovery has not succeeded.
+            let step = conductor.app.store.active_step(node.id).await?.unwrap();
+            assert_eq!(step.status, StepStatus::Pending, "try {n}");
+            Err(StoreError::Db(sqlx::Error::PoolTimedOut))
+        };
+        let (stop, shutdown) = watch::channel(false);
+        let served = async {
+            let bound = Instant::now() + Duration::from_secs(60);
+            loop {
+                let n = app.store.get_node("late-db").await.unwrap();
+                if n.state == State::Manageable {
+                    break n;
+                }
+                assert!(Instant::now() < bound, "still {} after 60 s", n.state);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        let run = conductor.run_after(shutdown, flaky);
+        let (_, n) = tokio::join!(run, async {
+            let n = served.await;
+            stop.send(true).unwrap();
+            n
+        });
+        assert_eq!(tries.load(Ordering::SeqCst), FAILURES + 1);
+        assert_eq!(n.last_error, None);
+    }
 
     #[test]
     fn raid_tables_of_profiles() {

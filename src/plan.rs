@@ -10,7 +10,8 @@
 //! takes its failed state.
 //!
 //! This module is pure: it decides what follows what. The conductor performs
-//! the stages; the store keeps the step's current stage and the stage records.
+//! the stages that are [`Work`] (all but the wait for the agent's report);
+//! the store keeps the step's current stage and the stage records.
 //! Names are converted to and from text only at the store's edge
 //! ([`Stage::as_str`], [`Stage::parse`]).
 
@@ -174,11 +175,43 @@ pub enum Stage {
     ApplyRole,
 }
 
+/// A stage the conductor performs itself: every [`Stage`] but the one that
+/// waits for a report, so that what is performed cannot be a wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Work {
+    ReadPower,
+    ApplyBios,
+    ApplyRaid,
+    Netboot,
+    VerifySettings,
+    PowerOff,
+    SetBootDisk,
+    BootDisk,
+    ApplyRole,
+}
+
 impl Stage {
-    /// Whether the stage waits for a report from outside (the step is
-    /// `waiting` until it comes) rather than running in the conductor.
+    /// What the conductor performs at this stage; `None` for a stage that
+    /// waits for a report from outside (the step is `waiting` until it comes).
+    pub fn work(self) -> Option<Work> {
+        Some(match self {
+            Stage::ReadPower => Work::ReadPower,
+            Stage::ApplyBios => Work::ApplyBios,
+            Stage::ApplyRaid => Work::ApplyRaid,
+            Stage::Netboot => Work::Netboot,
+            Stage::AwaitAgent => return None,
+            Stage::VerifySettings => Work::VerifySettings,
+            Stage::PowerOff => Work::PowerOff,
+            Stage::SetBootDisk => Work::SetBootDisk,
+            Stage::BootDisk => Work::BootDisk,
+            Stage::ApplyRole => Work::ApplyRole,
+        })
+    }
+
+    /// Whether the stage waits for a report from outside rather than
+    /// running in the conductor (it has no [`Work`]).
     pub fn awaits(self) -> bool {
-        self == Stage::AwaitAgent
+        self.work().is_none()
     }
 
     /// What undoes this stage when its step fails.
@@ -316,6 +349,16 @@ mod tests {
                 assert_eq!(plan[i + 1], Stage::AwaitAgent);
             }
         }
+    }
+
+    #[test]
+    fn every_stage_but_the_wait_is_work() {
+        let waits: Vec<_> = Stage::ALL.iter().filter(|s| s.awaits()).collect();
+        assert_eq!(waits, [&Stage::AwaitAgent]);
+        // Each performed stage is its own work.
+        let mut works: Vec<Work> = Stage::ALL.iter().filter_map(|s| s.work()).collect();
+        works.dedup();
+        assert_eq!(works.len(), Stage::ALL.len() - 1);
     }
 
     #[test]

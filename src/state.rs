@@ -21,7 +21,9 @@
 //! [`transition`]: [`target_of`] (where an operator action means the node to
 //! end up: deploy goes on to configure for a node with a role) and
 //! [`continuation`] (after a step, which event starts the next one and what
-//! target stays). The store only persists what they decide.
+//! target stays), and [`target_on_arrival`] (the target kept as the node
+//! enters a state, the next step's included). The store only persists what
+//! they decide.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -326,10 +328,15 @@ pub fn continuation(
     let target = match (event, next) {
         (Event::Fail, _) => None,
         (_, Some(_)) => target,
-        (_, None) if target == Some(to) => None,
-        (_, None) => target,
+        (_, None) => target_on_arrival(to, target),
     };
     Continuation { next, target }
+}
+
+/// The target a node keeps on arriving in `to`: cleared once reached, kept
+/// otherwise (as when the continuation's event starts the next step).
+pub fn target_on_arrival(to: State, target: Option<State>) -> Option<State> {
+    target.filter(|&t| t != to)
 }
 
 impl Event {
@@ -510,6 +517,32 @@ mod tests {
             for t in [S::Active, S::InService] {
                 if let Some(e) = c(Event::Done, to, Some(t), false).next {
                     assert!(transition(to, e).is_ok(), "{to} -{e}->");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_target_is_kept_until_the_node_arrives_in_it() {
+        // The next step starts on the way: the target stays.
+        assert_eq!(
+            target_on_arrival(S::Deploying, Some(S::InService)),
+            Some(S::InService)
+        );
+        assert_eq!(
+            target_on_arrival(S::Configuring, Some(S::InService)),
+            Some(S::InService)
+        );
+        // Arrived: cleared.
+        assert_eq!(target_on_arrival(S::Active, Some(S::Active)), None);
+        assert_eq!(target_on_arrival(S::Active, None), None);
+        // Every event a continuation starts keeps the target it continues toward.
+        for to in [S::Available, S::Active] {
+            for t in [S::Active, S::InService] {
+                let c = continuation(Event::Done, to, Some(t), false);
+                if let Some(e) = c.next {
+                    let after = transition(to, e).unwrap();
+                    assert_eq!(target_on_arrival(after, c.target), Some(t), "{to} -{e}->");
                 }
             }
         }

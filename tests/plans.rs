@@ -3,11 +3,13 @@
 //! phase in turn (the node fails with the stage named, the stages before it
 //! are recorded done, the cleanups it owes ran, and nothing is stranded); a
 //! rerun after each failure; a restart in the middle of a stage that resumes
-//! at that stage; and whole lifecycles with every stage performed twice.
+//! at that stage; a cleanup recorded only by the step's owner; and whole
+//! lifecycles with every stage performed twice.
 
 mod common;
 
 use common::{TestServer, act_ok, node_body};
+use racklift::store::{Stage, StepStatus};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
@@ -400,6 +402,59 @@ async fn a_deadline_in_the_ramdisk_powers_the_machine_off(s: &TestServer) {
 on_both_backends!(a_deadline_in_the_ramdisk_powers_the_machine_off, |c| {
     c.conductor.timeouts.inspect = Duration::from_secs(2);
 });
+
+/// A cleanup is recorded only by the worker that holds the step: the owner
+/// is the insert's own condition, so a record from anyone else is refused
+/// and writes nothing.
+async fn only_the_owner_records_a_cleanup(s: &TestServer) {
+    s.create(node_body("owned", "52:54:00:70:03:01", "owned.m1", "pw"))
+        .await;
+    act_ok(s, "owned", "manage").await;
+    s.wait_state("owned", "manageable").await;
+    act_ok(s, "owned", "inspect").await;
+    let id: uuid::Uuid = s.node("owned").await["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // Waiting for the agent, no worker holds the step: hand it to another one.
+    let started = Instant::now();
+    let step = loop {
+        match s.store().active_step(id).await.unwrap() {
+            Some(st) if st.status == StepStatus::Waiting => break st,
+            other => assert!(started.elapsed() < Duration::from_secs(10), "{other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let db = s.raw_db().await;
+    let an_hour_on = (std::time::SystemTime::now() + Duration::from_secs(3600))
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    sqlx::query(
+        "UPDATE steps SET status = 'running', owner = 'elsewhere', lease_until = $1 WHERE id = $2",
+    )
+    .bind(an_hour_on)
+    .bind(step.id)
+    .execute(&db)
+    .await
+    .unwrap();
+    db.close().await;
+    let record = |owner: &'static str| {
+        s.store()
+            .record_cleanup(step.id, owner, Stage::Netboot, "power_off", Ok(None))
+    };
+    assert!(!record("not-the-owner").await.unwrap());
+    let cleanup = (
+        "netboot".to_string(),
+        Some("power_off".to_string()),
+        "done".to_string(),
+    );
+    assert!(!records(s, "owned").await.contains(&cleanup));
+    assert!(record("elsewhere").await.unwrap());
+    assert_eq!(records(s, "owned").await.last(), Some(&cleanup));
+}
+on_both_backends!(only_the_owner_records_a_cleanup);
 
 /// A restart while a stage runs: the step resumes at that stage, and the
 /// stages before it are not performed again.

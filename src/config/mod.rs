@@ -39,7 +39,7 @@ mod wire;
 
 use validate::validate;
 use wire::Wire;
-pub use wire::{HumanDuration, parse_duration};
+pub use wire::parse_duration;
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -149,7 +149,7 @@ pub struct SubnetConfig {
 }
 
 /// Where Debian's `ipxe` package puts its boot files: the TFTP root by default when present.
-pub const IPXE_DIR: &str = "/usr/lib/ipxe";
+pub(super) const IPXE_DIR: &str = "/usr/lib/ipxe";
 
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
@@ -227,7 +227,7 @@ pub struct LogConfig {
 }
 
 /// The environment variable prefix for overrides: `RACKLIFT__HTTP__LISTEN=...`.
-pub const ENV_PREFIX: &str = "RACKLIFT__";
+const ENV_PREFIX: &str = "RACKLIFT__";
 
 impl Config {
     /// The defaults, as if started with no file and no overrides.
@@ -253,7 +253,7 @@ impl Config {
     }
 
     /// Parses TOML text (named `origin` in errors), applies overrides, validates.
-    pub fn from_toml_str(
+    pub(super) fn from_toml_str(
         text: &str,
         origin: &str,
         env: impl IntoIterator<Item = (String, String)>,

@@ -4,7 +4,7 @@
 use super::wire::*;
 use super::*;
 
-pub(super) fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.to_string(),
         message: message.into(),
@@ -239,7 +239,7 @@ pub(super) fn validate(w: Wire) -> Result<Config, ConfigError> {
     })
 }
 
-pub(super) fn validate_dhcp(w: WireDhcp) -> Result<DhcpConfig, ConfigError> {
+fn validate_dhcp(w: WireDhcp) -> Result<DhcpConfig, ConfigError> {
     use std::net::Ipv4Addr;
     let enabled = w.enabled.unwrap_or(false);
     let mode = match w.mode.as_deref() {
@@ -394,7 +394,7 @@ pub(super) fn validate_dhcp(w: WireDhcp) -> Result<DhcpConfig, ConfigError> {
     })
 }
 
-pub(super) fn validate_tftp(w: WireTftp, data_dir: &Path) -> Result<TftpConfig, ConfigError> {
+fn validate_tftp(w: WireTftp, data_dir: &Path) -> Result<TftpConfig, ConfigError> {
     let enabled = w.enabled.unwrap_or(false);
     let listen_text = w.listen.unwrap_or_else(|| "0.0.0.0:69".into());
     let listen: SocketAddr = listen_text.parse().map_err(|_| {

@@ -7,7 +7,7 @@ use serde::{Deserialize, Deserializer};
 
 /// A duration written as `500ms`, `30s`, `5m`, `2h` or `1d`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HumanDuration(pub Duration);
+pub(super) struct HumanDuration(pub(super) Duration);
 
 /// Parses `500ms`, `30s`, `5m`, `2h`, `1d` (a bare number is seconds).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {

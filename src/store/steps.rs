@@ -15,7 +15,7 @@ use super::{
     Move, NodeRecord, Result, Store, StoreError, move_node, node_cols, node_from_row, now_ms,
 };
 pub use crate::plan::{Phase, Stage, StageResult, StepStatus};
-use crate::state::{Continuation, Event, continuation, transition};
+use crate::state::{Continuation, Event, continuation, target_on_arrival, transition};
 use serde::{Deserialize, Serialize};
 use sqlx::{Any, Row, Transaction};
 use std::time::Duration;
@@ -114,11 +114,11 @@ fn parse_stage(s: &str) -> Result<Stage> {
     Stage::parse(s).ok_or_else(|| StoreError::Corrupt(format!("unknown step stage '{s}'")))
 }
 
-/// A stage run (or cleanup) of a step, to record.
+/// A stage run of a step, to record (a cleanup's is written by
+/// `record_cleanup`, guarded by the step's owner).
 #[derive(Clone, Copy)]
 struct Run<'a> {
     stage: Stage,
-    cleanup: Option<&'a str>,
     result: StageResult,
     message: Option<&'a str>,
 }
@@ -127,14 +127,13 @@ impl<'a> Run<'a> {
     fn of(stage: Stage, result: StageResult, message: Option<&'a str>) -> Self {
         Run {
             stage,
-            cleanup: None,
             result,
             message,
         }
     }
 }
 
-/// Records a stage run (or cleanup) of a step.
+/// Records a stage run of a step.
 async fn insert_record(
     tx: &mut Transaction<'static, Any>,
     step_id: i64,
@@ -142,12 +141,10 @@ async fn insert_record(
     now: i64,
 ) -> Result<()> {
     sqlx::query(
-        "INSERT INTO step_stages (step_id, stage, cleanup, result, message, at) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO step_stages (step_id, stage, result, message, at) VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(step_id)
     .bind(run.stage.as_str())
-    .bind(run.cleanup.map(str::to_string))
     .bind(run.result.as_str())
     .bind(run.message.map(str::to_string))
     .bind(now)
@@ -353,26 +350,26 @@ impl Store {
         cleanup: &str,
         result: Result<Option<String>, String>,
     ) -> Result<bool> {
-        let now = now_ms();
-        let mut tx = self.write.begin().await?;
-        let ours =
-            sqlx::query("SELECT id FROM steps WHERE id = $1 AND status = 'running' AND owner = $2")
-                .bind(step_id)
-                .bind(owner.to_string())
-                .fetch_optional(&mut *tx)
-                .await?
-                .is_some();
         let (result, message) = match &result {
             Ok(m) => (StageResult::Done, m.as_deref()),
             Err(e) => (StageResult::Failed, Some(e.as_str())),
         };
-        let run = Run {
-            stage,
-            cleanup: Some(cleanup),
-            result,
-            message,
-        };
-        commit_with(tx, ours, step_id, run, now).await
+        // The owner's guard is the insert's own condition: no record is
+        // written for a step that is no longer ours, whenever it changed hands.
+        let inserted = sqlx::query(
+            "INSERT INTO step_stages (step_id, stage, cleanup, result, message, at) \
+             SELECT id, $1, $2, $3, $4, $5 FROM steps WHERE id = $6 AND status = 'running' AND owner = $7",
+        )
+        .bind(stage.as_str())
+        .bind(cleanup.to_string())
+        .bind(result.as_str())
+        .bind(message.map(str::to_string))
+        .bind(now_ms())
+        .bind(step_id)
+        .bind(owner.to_string())
+        .execute(&self.write)
+        .await?;
+        Ok(inserted.rows_affected() == 1)
     }
 
     /// The agent's report for a waiting step: recorded as the result of its
@@ -573,18 +570,13 @@ impl Store {
             let mut moved = node.clone();
             moved.state = to;
             moved.generation += 1;
-            let target = if node.target == Some(after) {
-                None
-            } else {
-                node.target
-            };
             move_node(
                 tx,
                 &moved,
                 Move {
                     event: ev,
                     to: after,
-                    target,
+                    target: target_on_arrival(after, target),
                     last_error: None,
                     actor,
                     reason: Some("continuing toward the requested state"),

@@ -68,7 +68,7 @@ pub fn explain(
     )))
 }
 
-pub(super) fn explain_alone(specs: &SpecSet, facts: &Facts, s: usize) -> Explanation {
+fn explain_alone(specs: &SpecSet, facts: &Facts, s: usize) -> Explanation {
     let spec = &specs.specs[s];
     // Closeness: how many fields with a literal or a test the fact passes.
     let scored = (0..facts.len()).map(|f| {
@@ -110,7 +110,7 @@ pub(super) fn explain_alone(specs: &SpecSet, facts: &Facts, s: usize) -> Explana
     }
 }
 
-pub(super) fn explain_together(
+fn explain_together(
     specs: &SpecSet,
     facts: &Facts,
     candidates: &Candidates,
@@ -165,13 +165,7 @@ pub(super) fn explain_together(
 }
 
 /// Which captured variable fact `f` disagrees with.
-pub(super) fn conflict(
-    specs: &SpecSet,
-    spec: &Spec,
-    facts: &Facts,
-    f: usize,
-    before: &Search<'_>,
-) -> String {
+fn conflict(specs: &SpecSet, spec: &Spec, facts: &Facts, f: usize, before: &Search<'_>) -> String {
     let fact = &facts.facts[f];
     let mut local: Vec<(usize, &str)> = Vec::new();
     for (i, p) in spec.fields.iter().enumerate() {
@@ -192,13 +186,13 @@ pub(super) fn conflict(
 }
 
 /// `('memory','total','size','ge(64GiB)')`
-pub(super) fn render_spec(spec: &[String; 4]) -> String {
+fn render_spec(spec: &[String; 4]) -> String {
     format!("('{}','{}','{}','{}')", spec[0], spec[1], spec[2], spec[3])
 }
 
 /// `memory total size is 32 GiB`: the value shown as a size when the spec
 /// tests it against a size.
-pub(super) fn describe_fact(spec: &Spec, facts: &Facts, f: usize) -> String {
+fn describe_fact(spec: &Spec, facts: &Facts, f: usize) -> String {
     let fact = &facts.facts[f];
     let size = spec.fields[3].test().and_then(|t| t.size);
     let value = match (size, facts.number(f, 3)) {

@@ -9,13 +9,13 @@ use super::*;
 pub struct Facts {
     pub(super) facts: Vec<Fact>,
     /// The value of each fact read as a number, when it is one.
-    pub(super) numbers: Vec<Option<Num>>,
+    numbers: Vec<Option<Num>>,
     /// One entry per fact, `class hash << 96 | key hash << 64 | position`,
     /// sorted: facts grouped by class and key, in inventory order.
-    pub(super) index: Vec<u128>,
+    index: Vec<u128>,
 }
 
-pub(super) fn index_entry(class: u32, key: u32, fact: u64) -> u128 {
+fn index_entry(class: u32, key: u32, fact: u64) -> u128 {
     (u128::from(class) << 96) | (u128::from(key) << 64) | u128::from(fact)
 }
 

@@ -183,7 +183,7 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_STEP_LIMIT: usize = 100_000;
 
 /// Names of the four fields of a fact or a spec, in order.
-pub const FIELD_NAMES: [&str; 4] = ["class", "type", "key", "value"];
+pub(super) const FIELD_NAMES: [&str; 4] = ["class", "type", "key", "value"];
 
 const FUNCTION_NAMES: [&str; 11] = [
     "gt", "ge", "lt", "le", "range", "in", "regexp", "network", "not", "and", "or",

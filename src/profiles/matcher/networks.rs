@@ -60,17 +60,17 @@ impl Network {
     }
 }
 
-pub(super) fn mask_v4(prefix: u32) -> u32 {
+fn mask_v4(prefix: u32) -> u32 {
     u32::MAX.checked_shl(32 - prefix).unwrap_or(0)
 }
 
-pub(super) fn mask_v6(prefix: u32) -> u128 {
+fn mask_v6(prefix: u32) -> u128 {
     u128::MAX.checked_shl(128 - prefix).unwrap_or(0)
 }
 
 /// An address as hardware reports it: `10.0.0.5`, `10.0.0.5/24`,
 /// `fe80::1%eth0`, `[2001:db8::1]`.
-pub(super) fn parse_address(text: &str) -> Option<IpAddr> {
+fn parse_address(text: &str) -> Option<IpAddr> {
     let t = text.trim();
     let t = t.split('/').next().unwrap_or(t);
     let t = t.split('%').next().unwrap_or(t);

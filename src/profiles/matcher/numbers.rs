@@ -6,7 +6,7 @@
 pub(super) struct Num(pub(super) i128);
 
 pub(super) const NUM_SCALE: i128 = 1_000_000_000;
-pub(super) const NUM_DECIMALS: u32 = 9;
+const NUM_DECIMALS: u32 = 9;
 
 /// The kind of size unit a number was written with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,7 +67,7 @@ pub(super) fn parse_number(text: &str) -> Option<(Num, Option<UnitFamily>)> {
 }
 
 /// The multiplier of a size unit (any letter case), `None` if unknown.
-pub(super) fn unit(u: &str) -> Option<(i128, Option<UnitFamily>)> {
+fn unit(u: &str) -> Option<(i128, Option<UnitFamily>)> {
     if u.is_empty() {
         return Some((1, None));
     }

@@ -61,7 +61,7 @@ pub enum SpecErrorKind {
 }
 
 /// A parse failure: byte position in the field, and what is wrong.
-pub(super) type ParseResult<T> = Result<T, (usize, SpecErrorKind)>;
+type ParseResult<T> = Result<T, (usize, SpecErrorKind)>;
 
 pub(super) enum Parsed<'a> {
     Literal,
@@ -111,23 +111,23 @@ pub(super) fn parse_field(text: &str) -> ParseResult<Parsed<'_>> {
 
 /// Recursive-descent parser over one field. Positions are byte offsets; the
 /// syntax characters are all ASCII, so they never split a UTF-8 character.
-pub(super) struct Parser<'a> {
-    pub(super) text: &'a str,
-    pub(super) pos: usize,
+struct Parser<'a> {
+    text: &'a str,
+    pos: usize,
     /// Functions open around the cursor.
-    pub(super) depth: usize,
+    depth: usize,
 }
 
 impl<'a> Parser<'a> {
-    pub(super) fn rest(&self) -> &'a str {
+    fn rest(&self) -> &'a str {
         &self.text[self.pos..]
     }
 
-    pub(super) fn peek(&self) -> Option<char> {
+    fn peek(&self) -> Option<char> {
         self.rest().chars().next()
     }
 
-    pub(super) fn eat(&mut self, c: char) -> bool {
+    fn eat(&mut self, c: char) -> bool {
         if self.peek() == Some(c) {
             self.pos += c.len_utf8();
             true
@@ -136,13 +136,13 @@ impl<'a> Parser<'a> {
         }
     }
 
-    pub(super) fn skip_spaces(&mut self) {
+    fn skip_spaces(&mut self) {
         let rest = self.rest();
         self.pos += rest.len() - rest.trim_start().len();
     }
 
     /// Fails unless only spaces are left.
-    pub(super) fn end(&mut self) -> ParseResult<()> {
+    fn end(&mut self) -> ParseResult<()> {
         self.skip_spaces();
         match self.peek() {
             None => Ok(()),
@@ -151,7 +151,7 @@ impl<'a> Parser<'a> {
     }
 
     /// Length of the run of ASCII letters, digits and `_` at the cursor.
-    pub(super) fn word_len(&self) -> usize {
+    fn word_len(&self) -> usize {
         self.rest()
             .bytes()
             .take_while(|b| b.is_ascii_alphanumeric() || *b == b'_')
@@ -159,14 +159,14 @@ impl<'a> Parser<'a> {
     }
 
     /// Whether a name directly followed by `(` starts at the cursor.
-    pub(super) fn at_call(&self) -> bool {
+    fn at_call(&self) -> bool {
         let len = self.word_len();
         let rest = self.rest();
         len > 0 && !rest.as_bytes()[0].is_ascii_digit() && rest[len..].starts_with('(')
     }
 
     /// `name(args)`, the cursor on the name.
-    pub(super) fn call(&mut self) -> ParseResult<Expr> {
+    fn call(&mut self) -> ParseResult<Expr> {
         if self.depth >= MAX_NESTING {
             return Err((self.pos, SpecErrorKind::TooDeep));
         }
@@ -176,7 +176,7 @@ impl<'a> Parser<'a> {
         expr
     }
 
-    pub(super) fn call_inner(&mut self) -> ParseResult<Expr> {
+    fn call_inner(&mut self) -> ParseResult<Expr> {
         let text: &'a str = self.text;
         let start = self.pos;
         let len = self.word_len();
@@ -272,7 +272,7 @@ impl<'a> Parser<'a> {
     }
 
     /// Comma-separated arguments up to the `)` closing the `(` at `open`.
-    pub(super) fn args<T>(
+    fn args<T>(
         &mut self,
         open: usize,
         mut arg: impl FnMut(&mut Self) -> ParseResult<T>,
@@ -303,7 +303,7 @@ impl<'a> Parser<'a> {
     }
 
     /// An argument of `not`, `and`, `or`: a function, or a text to equal.
-    pub(super) fn expr_arg(&mut self) -> ParseResult<Expr> {
+    fn expr_arg(&mut self) -> ParseResult<Expr> {
         if self.at_call() {
             self.call()
         } else {
@@ -312,7 +312,7 @@ impl<'a> Parser<'a> {
     }
 
     /// A quoted or bare text argument, with its position.
-    pub(super) fn text_arg(&mut self) -> ParseResult<(String, usize)> {
+    fn text_arg(&mut self) -> ParseResult<(String, usize)> {
         let start = self.pos;
         if let Some(quote @ ('\'' | '"')) = self.peek() {
             self.pos += 1;
@@ -349,7 +349,7 @@ impl<'a> Parser<'a> {
         self.bare(start)
     }
 
-    pub(super) fn bare(&self, start: usize) -> ParseResult<(String, usize)> {
+    fn bare(&self, start: usize) -> ParseResult<(String, usize)> {
         let text = self.text[start..self.pos].trim_end();
         if text.is_empty() {
             return Err((start, SpecErrorKind::EmptyArgument));
@@ -358,12 +358,12 @@ impl<'a> Parser<'a> {
     }
 }
 
-pub(super) fn number_arg((text, at): &(String, usize)) -> ParseResult<(Num, Option<UnitFamily>)> {
+fn number_arg((text, at): &(String, usize)) -> ParseResult<(Num, Option<UnitFamily>)> {
     parse_number(text).ok_or_else(|| (*at, SpecErrorKind::BadNumber(text.clone())))
 }
 
 /// The one-line reason of a regex error (its message spans several lines).
-pub(super) fn regex_error(e: &regex::Error) -> String {
+fn regex_error(e: &regex::Error) -> String {
     let text = e.to_string();
     text.lines()
         .find_map(|l| l.strip_prefix("error: "))

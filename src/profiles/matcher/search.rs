@@ -50,8 +50,8 @@ pub fn matches(specs: &SpecSet, facts: &Facts, limit: usize) -> Result<Option<Ma
 
 /// The facts satisfying each spec on its own, variables aside.
 pub(super) struct Candidates {
-    pub(super) facts: Vec<usize>,
-    pub(super) spans: Vec<(usize, usize)>,
+    facts: Vec<usize>,
+    spans: Vec<(usize, usize)>,
 }
 
 impl Candidates {
@@ -64,7 +64,7 @@ impl Candidates {
     }
 
     /// `None` as soon as a spec has no candidate.
-    pub(super) fn collect_all_nonempty(specs: &SpecSet, facts: &Facts) -> Option<Self> {
+    fn collect_all_nonempty(specs: &SpecSet, facts: &Facts) -> Option<Self> {
         let mut out = Candidates::with_capacity(specs.len());
         for spec in &specs.specs {
             if out.push(spec, facts) == 0 {
@@ -74,7 +74,7 @@ impl Candidates {
         Some(out)
     }
 
-    pub(super) fn with_capacity(specs: usize) -> Self {
+    fn with_capacity(specs: usize) -> Self {
         Candidates {
             facts: Vec::with_capacity(4 * specs),
             spans: Vec::with_capacity(specs),
@@ -82,7 +82,7 @@ impl Candidates {
     }
 
     /// Adds the candidates of the next spec; returns how many it has.
-    pub(super) fn push(&mut self, spec: &Spec, facts: &Facts) -> usize {
+    fn push(&mut self, spec: &Spec, facts: &Facts) -> usize {
         let start = self.facts.len();
         spec.collect_candidates(facts, &mut self.facts);
         self.spans.push((start, self.facts.len()));
@@ -103,41 +103,41 @@ impl Candidates {
 /// Components are solved one after the other, so a failure in one never
 /// makes the search revisit the choices of another.
 pub(super) struct Search<'a> {
-    pub(super) specs: &'a SpecSet,
-    pub(super) facts: &'a Facts,
-    pub(super) candidates: &'a Candidates,
+    specs: &'a SpecSet,
+    facts: &'a Facts,
+    candidates: &'a Candidates,
     /// The specs in the order they are tried: component by component, fewest
     /// candidates first within a component, interchangeable specs together.
-    pub(super) slots: Vec<Slot>,
+    slots: Vec<Slot>,
     /// For each spec index, the fact chosen (`usize::MAX`: none).
-    pub(super) assigned: Vec<usize>,
+    assigned: Vec<usize>,
     pub(super) bindings: Vec<Option<&'a str>>,
     /// Variables bound, in order, to undo them.
-    pub(super) trail: Vec<usize>,
+    trail: Vec<usize>,
     /// Bit set of the facts taken.
-    pub(super) used: Vec<u64>,
+    used: Vec<u64>,
     pub(super) steps: usize,
-    pub(super) limit: usize,
+    limit: usize,
 }
 
 /// One spec's place in the search.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct Slot {
-    pub(super) spec: usize,
+struct Slot {
+    spec: usize,
     /// The component's first spec.
-    pub(super) component: usize,
+    component: usize,
     /// Where the component ends in `slots`.
-    pub(super) end: usize,
+    end: usize,
     /// Whether the previous slot holds an interchangeable spec.
-    pub(super) follows_twin: bool,
+    follows_twin: bool,
     /// Interchangeable specs, this one included, from this slot on.
-    pub(super) remaining: usize,
+    remaining: usize,
     /// Next candidate position to try.
-    pub(super) next: usize,
+    next: usize,
     /// Candidate position chosen.
-    pub(super) chosen: usize,
+    chosen: usize,
     /// Trail length before this slot's bindings.
-    pub(super) mark: usize,
+    mark: usize,
 }
 
 impl<'a> Search<'a> {
@@ -221,7 +221,7 @@ impl<'a> Search<'a> {
     }
 
     /// Solves the specs of `slots[start..end]`.
-    pub(super) fn run_component(&mut self, start: usize, end: usize) -> Result<bool, MatchError> {
+    fn run_component(&mut self, start: usize, end: usize) -> Result<bool, MatchError> {
         let all: &'a Candidates = self.candidates;
         let mut depth = start;
         self.slots[depth].next = 0;
@@ -281,7 +281,7 @@ impl<'a> Search<'a> {
 
     /// Binds the variables of `spec` to the fields of `fact`; false when a
     /// variable is already bound to something else.
-    pub(super) fn bind(&mut self, spec: usize, fact: usize) -> bool {
+    fn bind(&mut self, spec: usize, fact: usize) -> bool {
         let specs: &'a SpecSet = self.specs;
         let facts: &'a Facts = self.facts;
         let fact = &facts.facts[fact];
@@ -301,17 +301,17 @@ impl<'a> Search<'a> {
         true
     }
 
-    pub(super) fn undo(&mut self, mark: usize) {
+    fn undo(&mut self, mark: usize) {
         for id in self.trail.drain(mark..) {
             self.bindings[id] = None;
         }
     }
 
-    pub(super) fn is_used(&self, fact: usize) -> bool {
+    fn is_used(&self, fact: usize) -> bool {
         self.used[fact / 64] & (1 << (fact % 64)) != 0
     }
 
-    pub(super) fn set_used(&mut self, fact: usize, used: bool) {
+    fn set_used(&mut self, fact: usize, used: bool) {
         if used {
             self.used[fact / 64] |= 1 << (fact % 64);
         } else {
@@ -339,7 +339,7 @@ impl<'a> Search<'a> {
 }
 
 /// Union-find: the representative of `x` (the smallest spec index).
-pub(super) fn find(parent: &mut [usize], mut x: usize) -> usize {
+fn find(parent: &mut [usize], mut x: usize) -> usize {
     while parent[x] != x {
         parent[x] = parent[parent[x]];
         x = parent[x];
@@ -348,7 +348,7 @@ pub(super) fn find(parent: &mut [usize], mut x: usize) -> usize {
 }
 
 /// Links spec `s` with the first spec seen at `owner`, or records it there.
-pub(super) fn link(parent: &mut [usize], owner: &mut usize, s: usize) {
+fn link(parent: &mut [usize], owner: &mut usize, s: usize) {
     if *owner == usize::MAX {
         *owner = s;
         return;

@@ -28,7 +28,7 @@ pub(super) enum Comparison {
 impl Expr {
     /// `num` is the field read as a number, when the test needs one and the
     /// field holds one.
-    pub(super) fn eval(&self, text: &str, num: Option<Num>) -> bool {
+    fn eval(&self, text: &str, num: Option<Num>) -> bool {
         match self {
             Expr::Equal(s) => text == s,
             Expr::Compare(op, n, _) => num.is_some_and(|v| match op {
@@ -47,7 +47,7 @@ impl Expr {
         }
     }
 
-    pub(super) fn is_numeric(&self) -> bool {
+    fn is_numeric(&self) -> bool {
         match self {
             Expr::Compare(..) | Expr::Range(..) => true,
             Expr::Not(e) => e.is_numeric(),
@@ -57,7 +57,7 @@ impl Expr {
     }
 
     /// The unit family of the first size written in the test.
-    pub(super) fn size_family(&self) -> Option<UnitFamily> {
+    fn size_family(&self) -> Option<UnitFamily> {
         match self {
             Expr::Compare(_, _, f) | Expr::Range(_, _, f) => *f,
             Expr::Not(e) => e.size_family(),
@@ -69,13 +69,13 @@ impl Expr {
 
 #[derive(Debug, Clone)]
 pub(super) struct Test {
-    pub(super) expr: Expr,
-    pub(super) numeric: bool,
+    expr: Expr,
+    numeric: bool,
     pub(super) size: Option<UnitFamily>,
 }
 
 impl Test {
-    pub(super) fn new(expr: Expr) -> Self {
+    fn new(expr: Expr) -> Self {
         Test {
             numeric: expr.is_numeric(),
             size: expr.size_family(),
@@ -103,8 +103,8 @@ impl Pattern {
 #[derive(Debug, Clone)]
 pub(super) struct Spec {
     pub(super) fields: [Pattern; 4],
-    pub(super) class_hash: Option<u32>,
-    pub(super) key_hash: Option<u32>,
+    class_hash: Option<u32>,
+    key_hash: Option<u32>,
     /// Specs with the same group are interchangeable: equal up to the names
     /// of variables that no other spec uses.
     pub(super) group: usize,
@@ -266,7 +266,7 @@ impl SpecSet {
 /// once the variables that appear in no other spec are renamed by order of
 /// appearance. Any solution can swap the facts of two such specs, so the
 /// search only tries their facts in increasing order.
-pub(super) fn assign_groups(specs: &mut [Spec], source: &[[String; 4]], var_count: usize) {
+fn assign_groups(specs: &mut [Spec], source: &[[String; 4]], var_count: usize) {
     let mut spec_count = vec![0usize; var_count];
     for spec in specs.iter() {
         let mut seen: Vec<usize> = Vec::new();
