@@ -85,23 +85,26 @@ fn racklift(
     tftp_root: &Path,
     s: Server,
 ) -> peers::Peer {
-    let dhcp = match s {
-        Server::Dnsmasq => String::new(),
-        _ => format!(
+    // `/assets/ipxe/` serves the TFTP root in every case (HTTP boot's ipxe.efi).
+    let served = s != Server::Dnsmasq;
+    let mut tables = format!(
+        "[tftp]\nenabled = {served}\nlisten = \"0.0.0.0:69\"\nroot = \"{}\"\n",
+        tftp_root.display()
+    );
+    if served {
+        tables.push_str(&format!(
             "[dhcp]\nenabled = true\ninterfaces = [\"tap0\"]\nrouter_advertisements = {ra}\n\
-             [[dhcp.subnet]]\nnetwork = \"10.88.0.0/24\"\nranges = [\"10.88.0.100-10.88.0.200\"]\ndiscovery = true\nlease_time = \"1h\"\n\
-             [tftp]\nenabled = true\nlisten = \"0.0.0.0:69\"\nroot = \"{root}\"\n",
+             [[dhcp.subnet]]\nnetwork = \"10.88.0.0/24\"\nranges = [\"10.88.0.100-10.88.0.200\"]\ndiscovery = true\nlease_time = \"1h\"\n",
             ra = s == Server::Racklift,
-            root = tftp_root.display()
-        ),
-    };
+        ));
+    }
     let cfg = dir.join("racklift.toml");
     std::fs::write(
         &cfg,
         format!(
             "data_dir = \"{d}/data\"\nprofiles = {{ dir = \"{d}/profiles\" }}\n\
              [http]\nlisten = \"0.0.0.0:8080\"\npublic_url = \"http://{SERVER}:8080\"\n\
-             [discovery]\nenabled = true\n[log]\nlevel = \"warn\"\n{dhcp}",
+             [discovery]\nenabled = true\n[log]\nlevel = \"warn\"\n{tables}",
             d = dir.display()
         ),
     )
