@@ -2,6 +2,8 @@
 //!
 //! - [`dhcp`]: the DHCPv4 server and proxyDHCP, with the PXE, UEFI HTTP and
 //!   iPXE boot answers;
+//! - [`dhcp6`]: DHCPv6 requests and replies for network boot (addresses,
+//!   option 59 boot file URLs), as pure functions;
 //! - [`tftp`]: the TFTP server (boot loaders, generated files);
 //! - [`script`]: the iPXE boot script a MAC gets (ramdisk with this boot's
 //!   token, local disk, nothing, discovery), from the application's boot view;
@@ -15,6 +17,7 @@
 //! interface), the script is rendered from [`crate::app`]'s boot view.
 
 pub mod dhcp;
+pub mod dhcp6;
 pub mod http_front;
 pub mod ra;
 pub mod script;
